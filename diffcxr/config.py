@@ -1,0 +1,391 @@
+"""Typed, validated configuration profiles.
+
+A run is described by one :class:`DiffCXRConfig`: a profile YAML (``tiny``,
+``small``, ``paper`` or a file path) plus ``section.key=value`` overrides. Every
+value is checked when it is loaded, so a typo or an impossible size fails before
+any cluster time is spent, with a message naming the key, the reason and the
+valid choices. Defaults are the paper's values; profiles state their sizes
+explicitly so that ``diffcxr config show`` reads like the paper's setup table.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from diffcxr.constants import DATA_SOURCES
+from diffcxr.errors import ConfigError
+from diffcxr.paths import resolve_local
+
+PROFILE_PACKAGE = "diffcxr.profiles"
+
+
+class Section(BaseModel):
+    """Base of every config section: unknown keys are errors, values are immutable."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+
+
+class ProjectConfig(Section):
+    profile: str = Field("custom", description="Name of the profile this config came from.")
+    seed: int = Field(0, ge=0, description="Global seed; every stage derives its own from it.")
+    run_root: str = Field(
+        "var/runs/{profile}",
+        description="URI (local path or s3://) under which every stage writes its outputs.",
+    )
+
+
+class StorageConfig(Section):
+    s3_endpoint: str | None = Field(
+        None, description="S3-compatible endpoint URL; null uses AWS_ENDPOINT_URL or AWS itself."
+    )
+    s3_region: str = "us-east-1"
+
+
+class TrackingConfig(Section):
+    uri: str | None = Field(
+        None,
+        description="MLflow tracking URI; null uses MLFLOW_TRACKING_URI or a local sqlite store.",
+    )
+    experiment: str = "diffcxr"
+    alias: str = Field("champion", description="Registry alias that serving and eval load.")
+
+
+class RayConfig(Section):
+    address: str | None = Field(None, description="Ray address; null = the job's cluster or a local one.")
+    num_workers: int = Field(2, ge=1, description="Ray Train workers.")
+    cpus_per_worker: float = Field(1.0, gt=0)
+    use_gpu: bool = False
+    data_pool_size: int = Field(1, ge=1, description="Ray Data actor-pool size for encoding/generation.")
+    data_cpus_per_actor: float = Field(0.5, gt=0)
+
+
+class DataConfig(Section):
+    source: Literal["iu_xray_wheel", "iu_xray", "mimic_cxr_jpg"] = "iu_xray_wheel"
+    root: str | None = Field(None, description="Dataset root for on-disk sources (IU PNG+XML, MIMIC-CXR-JPG).")
+    reports_root: str | None = Field(
+        None, description="MIMIC: folder or mimic-cxr-reports.zip with files/pXX/pN/sM.txt (default: under root)."
+    )
+    image_size: Literal[64, 128, 256] = 256
+    max_reports: int | None = Field(None, ge=1, description="Keep the first N reports by id (null = all).")
+    frontal_only: bool = Field(True, description="Non-frontal views are kept in the manifest as 'filtered'.")
+    split_fractions: tuple[float, float, float] = Field(
+        (0.7, 0.1, 0.2), description="train/val/test fractions for sources without an official split."
+    )
+    split_salt: str = Field("diffcxr-split-v1", description="Salt of the hash split by report id.")
+    verify_images: bool = Field(True, description="Decode every image once while building the manifest.")
+    noise_rate: float = Field(0.0, ge=0.0, le=1.0, description="Phantoms: fraction with injected noise.")
+
+    @model_validator(mode="after")
+    def _check(self) -> DataConfig:
+        if abs(sum(self.split_fractions) - 1.0) > 1e-6 or min(self.split_fractions) < 0:
+            raise ValueError(f"split_fractions must be non-negative and sum to 1, got {self.split_fractions}")
+        if self.source in ("iu_xray", "mimic_cxr_jpg") and not self.root:
+            raise ValueError(f"source '{self.source}' reads images from disk: set data.root")
+        return self
+
+
+#: Latent channels and downsampling fixed by each autoencoder's architecture.
+AUTOENCODER_GEOMETRY: dict[str, tuple[int, int]] = {"taef2": (32, 8), "sd-vae": (4, 8)}
+
+
+class AutoencoderConfig(Section):
+    kind: Literal["taef2", "sd-vae"] = "taef2"
+    weights: str | None = Field(
+        None, description="Weights folder; null = $DIFFCXR_TAEF2_DIR, then ../shared/weights/taef2."
+    )
+    latent_channels: int = Field(32, ge=1)
+    downsample: int = Field(8, ge=1)
+    scale_factor: float = Field(1.0, gt=0)
+    allow_download: bool = Field(False, description="Opt-in: fetch the pinned public weights if missing.")
+
+    @model_validator(mode="after")
+    def _check(self) -> AutoencoderConfig:
+        channels, down = AUTOENCODER_GEOMETRY[self.kind]
+        if (self.latent_channels, self.downsample) != (channels, down):
+            raise ValueError(
+                f"{self.kind} has {channels} latent channels and {down}x downsampling; "
+                f"got latent_channels={self.latent_channels}, downsample={self.downsample}"
+            )
+        return self
+
+
+class FilterConfig(Section):
+    enabled: bool = True
+    kmeans_clusters: int = Field(8, ge=1)
+    normal_quantile: float = Field(0.5, gt=0, lt=1, description="Closest fraction to a centroid = typical normal.")
+    noisy_quantile: float = Field(0.9, gt=0, lt=1, description="Worst reconstruction fraction = typical noisy.")
+    drop_fraction: float = Field(0.05, ge=0, lt=1, description="Upper bound on the fraction of rows dropped.")
+    lae_base_channels: int = Field(64, ge=1)
+    lae_steps: int = Field(2000, ge=1)
+    disc_steps: int = Field(2000, ge=1)
+    lr: float = Field(3e-5, gt=0)
+    batch_size: int = Field(512, ge=1)
+
+
+class TextConfig(Section):
+    encoder: Literal["biomedclip", "minilm"] = "biomedclip"
+    encoder_dir: str | None = Field(None, description="BiomedCLIP config/tokenizer folder; null = ../shared.")
+    encoder_weights: str | None = Field(None, description="Pretrained encoder weights (optional).")
+    context_length: int = Field(256, ge=8)
+    hidden_dim: int = Field(768, ge=8, description="Token-state width of the text tower.")
+    squeeze_tokens: int = Field(77, ge=1, description="K: tokens after the information squeeze.")
+    embed_dim: int = Field(512, ge=8, description="Joint image-text embedding width.")
+    train_parts: Literal["squeezer", "squeezer+text", "all"] = "squeezer"
+    lr: float = Field(1e-5, gt=0)
+    batch_size: int = Field(128, ge=2)
+    steps: int = Field(10000, ge=1)
+    logit_scale: float = Field(1 / 0.07, gt=0)
+    checkpoint_every: int = Field(500, ge=1)
+
+
+class DiffusionConfig(Section):
+    embed_dim: int = Field(512, ge=8)
+    depth: int = Field(16, ge=2, description="In-blocks + out-blocks (a mid-block is added).")
+    num_heads: int = Field(8, ge=1)
+    patch_size: int = Field(2, ge=1)
+    mlp_ratio: float = Field(4.0, gt=0)
+    qkv_bias: bool = False
+    lr: float = Field(2e-4, gt=0)
+    weight_decay: float = Field(0.03, ge=0)
+    betas: tuple[float, float] = (0.9, 0.9)
+    warmup_steps: int = Field(5000, ge=0)
+    ema_decay: float = Field(0.9999, ge=0, lt=1)
+    p_uncond: float = Field(0.1, ge=0, le=1)
+    batch_size: int = Field(256, ge=1)
+    steps: int = Field(500000, ge=1)
+    num_train_timesteps: int = Field(1000, ge=1)
+    beta_start: float = Field(0.00085, gt=0)
+    beta_end: float = Field(0.012, gt=0)
+    beta_schedule: Literal["scaled_linear", "linear"] = "scaled_linear"
+    checkpoint_every: int = Field(5000, ge=1)
+
+    @model_validator(mode="after")
+    def _check(self) -> DiffusionConfig:
+        if self.depth % 2:
+            raise ValueError(f"depth must be even (in-blocks = out-blocks = depth/2), got {self.depth}")
+        if self.embed_dim % self.num_heads:
+            raise ValueError(f"embed_dim {self.embed_dim} must be divisible by num_heads {self.num_heads}")
+        if self.beta_end <= self.beta_start:
+            raise ValueError("beta_end must be larger than beta_start")
+        return self
+
+
+class AdapterConfig(Section):
+    enabled: bool = True
+    steps: int = Field(200000, ge=1)
+    lr: float = Field(2e-4, gt=0)
+    batch_size: int = Field(256, ge=1)
+    uncertain_policy: Literal["ignore", "positive"] = Field(
+        "ignore", description="How uncertain (-1) findings enter the disease sentence; the paper ignores them."
+    )
+
+
+class SamplingConfig(Section):
+    scheduler: Literal["dpm-solver++", "ddim"] = "dpm-solver++"
+    steps: int = Field(50, ge=1)
+    guidance: float = Field(4.0, ge=0)
+
+
+class EvalConfig(Section):
+    num_reports: int | None = Field(None, ge=1, description="Held-out reports to generate for (null = all).")
+    images_per_report: int = Field(1, ge=1)
+    classifier: Literal["xrv-densenet121-res224-all", "own-densenet121"] = "own-densenet121"
+    classifier_weights: str | None = None
+    classifier_steps: int = Field(2000, ge=1)
+    inception_fid: bool = Field(True, description="Also compute Inception FID when its weights exist.")
+
+
+class DiffCXRConfig(Section):
+    """The whole configuration of one run; each stage reads its own section."""
+
+    project: ProjectConfig = ProjectConfig()
+    storage: StorageConfig = StorageConfig()
+    tracking: TrackingConfig = TrackingConfig()
+    ray: RayConfig = RayConfig()
+    data: DataConfig = DataConfig()
+    autoencoder: AutoencoderConfig = AutoencoderConfig()
+    filter: FilterConfig = FilterConfig()
+    text: TextConfig = TextConfig()
+    diffusion: DiffusionConfig = DiffusionConfig()
+    adapter: AdapterConfig = AdapterConfig()
+    sampling: SamplingConfig = SamplingConfig()
+    eval: EvalConfig = EvalConfig()
+
+    @model_validator(mode="after")
+    def _check_cross_section(self) -> DiffCXRConfig:
+        latent = self.data.image_size // self.autoencoder.downsample
+        if self.data.image_size % self.autoencoder.downsample:
+            raise ValueError(
+                f"data.image_size {self.data.image_size} is not divisible by "
+                f"autoencoder.downsample {self.autoencoder.downsample}"
+            )
+        if latent % self.diffusion.patch_size:
+            raise ValueError(
+                f"latent size {latent} (data.image_size / autoencoder.downsample) is not divisible by "
+                f"diffusion.patch_size {self.diffusion.patch_size}"
+            )
+        if self.text.squeeze_tokens > self.text.context_length:
+            raise ValueError(
+                f"text.squeeze_tokens {self.text.squeeze_tokens} exceeds text.context_length {self.text.context_length}"
+            )
+        return self
+
+    @property
+    def latent_shape(self) -> tuple[int, int, int]:
+        """(C, H, W) of one latent, derived from the image size and the autoencoder."""
+        side = self.data.image_size // self.autoencoder.downsample
+        return (self.autoencoder.latent_channels, side, side)
+
+    @property
+    def run_root(self) -> str:
+        """``project.run_root`` with ``{profile}`` filled in; relative paths resolve against
+        ``$DIFFCXR_HOME`` (set by the job launcher) so a Ray job does not write into its
+        temporary working directory."""
+        return resolve_local(self.project.run_root.format(profile=self.project.profile))
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+    def fingerprint(self, *sections: str) -> str:
+        """Content hash of the named sections (all when none): the stage skip key."""
+        data = self.to_dict()
+        chosen = {name: data[name] for name in (sections or tuple(data))}
+        return hashlib.sha256(json.dumps(chosen, sort_keys=True).encode()).hexdigest()[:16]
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def available_profiles() -> list[str]:
+    """Names of the profiles shipped with the package."""
+    files = resources.files(PROFILE_PACKAGE).iterdir()
+    return sorted(f.name[: -len(".yaml")] for f in files if f.name.endswith(".yaml"))
+
+
+def _read_profile(profile: str) -> tuple[str, dict[str, Any]]:
+    """Return (profile name, raw mapping) for a shipped profile name or a YAML path."""
+    path = Path(profile)
+    if profile.endswith((".yaml", ".yml")) or path.is_file():
+        if not path.is_file():
+            raise ConfigError(f"profile file '{profile}' does not exist")
+        text, name = path.read_text(), path.stem
+    else:
+        names = available_profiles()
+        if profile not in names:
+            raise ConfigError(f"unknown profile '{profile}': valid profiles are {', '.join(names)}")
+        text, name = resources.files(PROFILE_PACKAGE).joinpath(f"{profile}.yaml").read_text(), profile
+    try:
+        raw = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"profile '{profile}' is not valid YAML: {exc}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"profile '{profile}' must be a mapping of sections, got {type(raw).__name__}")
+    return name, raw
+
+
+def _section_fields(section: str) -> dict[str, Any]:
+    return DiffCXRConfig.model_fields[section].annotation.model_fields  # type: ignore[union-attr]
+
+
+def _unknown_key_error(key: str, valid: list[str]) -> ConfigError:
+    names = {v.rsplit(".", 1)[-1]: v for v in valid}
+    close = [names[m] for m in difflib.get_close_matches(key.rsplit(".", 1)[-1], list(names), n=1)]
+    hint = f" (did you mean '{close[0]}'?)" if close else ""
+    return ConfigError(f"unknown config key '{key}'{hint}; valid keys: {', '.join(valid)}")
+
+
+def _check_keys(raw: dict[str, Any]) -> None:
+    """Reject unknown sections/keys with the list of valid ones (clearer than pydantic's message)."""
+    sections = list(DiffCXRConfig.model_fields)
+    for section, values in raw.items():
+        if section not in sections:
+            raise _unknown_key_error(str(section), sections)
+        if not isinstance(values, dict):
+            raise ConfigError(f"config section '{section}' must be a mapping, got {type(values).__name__}")
+        fields = list(_section_fields(section))
+        for key in values:
+            if key not in fields:
+                raise _unknown_key_error(f"{section}.{key}", [f"{section}.{f}" for f in fields])
+
+
+def parse_override(text: str) -> tuple[str, str, Any]:
+    """Parse ``section.key=value``; the value is read as YAML (so 8, 1e-4, true, null, [a, b] work)."""
+    if "=" not in text:
+        raise ConfigError(f"override '{text}' must look like section.key=value")
+    key, value = text.split("=", 1)
+    parts = key.strip().split(".")
+    if len(parts) != 2 or not all(parts):
+        raise ConfigError(f"override key '{key}' must be section.key (e.g. diffusion.depth=8)")
+    try:
+        parsed = yaml.safe_load(value) if value.strip() else None
+    except yaml.YAMLError:
+        parsed = value
+    return parts[0], parts[1], parsed
+
+
+def _format_validation_error(exc: ValidationError) -> ConfigError:
+    lines = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"]) or "config"
+        msg = err["msg"].removeprefix("Value error, ")
+        got = f" (got {err['input']!r})" if "input" in err and not isinstance(err["input"], dict) else ""
+        lines.append(f"{loc}: {msg}{got}")
+    return ConfigError("invalid configuration:\n  " + "\n  ".join(lines))
+
+
+def load_config(profile: str = "tiny", overrides: list[str] | tuple[str, ...] = ()) -> DiffCXRConfig:
+    """Load a profile (shipped name or YAML path), apply overrides, validate everything."""
+    name, raw = _read_profile(profile)
+    raw.setdefault("project", {})
+    if isinstance(raw["project"], dict):
+        raw["project"].setdefault("profile", name)
+    for item in overrides:
+        section, key, value = parse_override(item)
+        raw.setdefault(section, {})
+        if isinstance(raw[section], dict):
+            raw[section][key] = value
+        _check_keys({section: {key: value}})
+    _check_keys(raw)
+    try:
+        return DiffCXRConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise _format_validation_error(exc) from None
+
+
+def config_from_dict(data: dict[str, Any]) -> DiffCXRConfig:
+    """Rebuild a config recorded with an artefact (e.g. from MLflow params or a stage marker)."""
+    _check_keys(data)
+    try:
+        return DiffCXRConfig.model_validate(data)
+    except ValidationError as exc:
+        raise _format_validation_error(exc) from None
+
+
+def describe_keys() -> dict[str, dict[str, str]]:
+    """Every section.key with its description, for ``diffcxr config keys``."""
+    out: dict[str, dict[str, str]] = {}
+    for section in DiffCXRConfig.model_fields:
+        out[section] = {k: (f.description or "") for k, f in _section_fields(section).items()}
+    return out
+
+
+__all__ = [
+    "DATA_SOURCES",
+    "DiffCXRConfig",
+    "available_profiles",
+    "config_from_dict",
+    "describe_keys",
+    "load_config",
+    "parse_override",
+]

@@ -1,0 +1,195 @@
+"""One way to read and write every artefact, whether it lives on a local disk or in S3.
+
+Stages only ever see URIs (``/abs/path``, ``relative/path``, ``file:///...`` or
+``s3://bucket/key``). This module turns a URI into a ``pyarrow.fs`` filesystem
+and a path, so the same code runs on a laptop and on a cluster with an object
+store. The S3 endpoint is configurable (``storage.s3_endpoint``, else
+``AWS_ENDPOINT_URL``) so that MinIO, moto or any S3-compatible server works.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import posixpath
+import uuid
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from urllib.parse import urlparse
+
+import pyarrow as pa
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+from diffcxr.errors import StorageError
+
+
+@dataclass(frozen=True)
+class S3Settings:
+    """Where S3 URIs go. ``endpoint`` None means the AWS default (or ``AWS_ENDPOINT_URL``)."""
+
+    endpoint: str | None = None
+    region: str = "us-east-1"
+
+    @classmethod
+    def from_env(cls) -> S3Settings:
+        return cls(
+            endpoint=os.environ.get("DIFFCXR_S3_ENDPOINT") or os.environ.get("AWS_ENDPOINT_URL") or None,
+            region=os.environ.get("AWS_DEFAULT_REGION", "us-east-1"),
+        )
+
+
+_settings: S3Settings | None = None
+
+
+def configure_s3(endpoint: str | None = None, region: str = "us-east-1") -> None:
+    """Set the S3 endpoint for this process (stages call this from ``storage`` config).
+
+    The endpoint is also exported as ``DIFFCXR_S3_ENDPOINT`` so that Ray workers
+    started later from this process inherit it.
+    """
+    global _settings
+    env = S3Settings.from_env()
+    _settings = S3Settings(endpoint=endpoint or env.endpoint, region=region or env.region)
+    if _settings.endpoint:
+        os.environ["DIFFCXR_S3_ENDPOINT"] = _settings.endpoint
+
+
+def s3_settings() -> S3Settings:
+    return _settings or S3Settings.from_env()
+
+
+def is_s3(uri: str) -> bool:
+    return uri.startswith("s3://")
+
+
+@lru_cache(maxsize=8)
+def _s3_filesystem(settings: S3Settings) -> pafs.S3FileSystem:
+    kwargs: dict[str, object] = {"region": settings.region}
+    if settings.endpoint:
+        parsed = urlparse(settings.endpoint if "://" in settings.endpoint else f"http://{settings.endpoint}")
+        kwargs["endpoint_override"] = parsed.netloc
+        kwargs["scheme"] = parsed.scheme or "http"
+    return pafs.S3FileSystem(**kwargs)
+
+
+def resolve(uri: str) -> tuple[pafs.FileSystem, str]:
+    """Return (filesystem, path inside it) for a URI."""
+    if not uri:
+        raise StorageError("empty URI")
+    if is_s3(uri):
+        path = uri[len("s3://") :].rstrip("/")
+        if not path or path.startswith("/"):
+            raise StorageError(f"'{uri}' is not a valid s3://bucket/key URI")
+        return _s3_filesystem(s3_settings()), path
+    if uri.startswith("file://"):
+        uri = urlparse(uri).path
+    elif "://" in uri:
+        raise StorageError(f"unsupported URI scheme in '{uri}': use a local path, file:// or s3://")
+    return pafs.LocalFileSystem(), str(Path(uri).expanduser().absolute())
+
+
+def join(uri: str, *parts: str) -> str:
+    """Join path parts onto a URI (always with '/', also for S3)."""
+    if is_s3(uri) or "://" in uri:
+        return posixpath.join(uri.rstrip("/"), *parts)
+    return str(Path(uri, *parts))
+
+
+def exists(uri: str) -> bool:
+    fs, path = resolve(uri)
+    return fs.get_file_info(path).type != pafs.FileType.NotFound
+
+
+def is_file(uri: str) -> bool:
+    fs, path = resolve(uri)
+    return fs.get_file_info(path).type == pafs.FileType.File
+
+
+def _wrap(uri: str, action: str, exc: Exception) -> StorageError:
+    return StorageError(f"cannot {action} '{uri}': {exc}")
+
+
+def read_bytes(uri: str) -> bytes:
+    fs, path = resolve(uri)
+    try:
+        with fs.open_input_stream(path) as f:
+            return f.read()
+    except (OSError, pa.ArrowException) as exc:
+        raise _wrap(uri, "read", exc) from None
+
+
+def write_bytes(uri: str, data: bytes) -> None:
+    """Write a whole object. Local writes go through a temp file + rename, so a reader
+    never sees half a file; S3 PUTs are atomic already."""
+    fs, path = resolve(uri)
+    try:
+        if isinstance(fs, pafs.LocalFileSystem):
+            fs.create_dir(posixpath.dirname(path), recursive=True)
+            tmp = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
+            with fs.open_output_stream(tmp) as f:
+                f.write(data)
+            os.replace(tmp, path)
+        else:
+            with fs.open_output_stream(path) as f:
+                f.write(data)
+    except (OSError, pa.ArrowException) as exc:
+        raise _wrap(uri, "write", exc) from None
+
+
+def read_text(uri: str) -> str:
+    return read_bytes(uri).decode("utf-8")
+
+
+def write_text(uri: str, text: str) -> None:
+    write_bytes(uri, text.encode("utf-8"))
+
+
+def list_files(uri: str, suffix: str = "", recursive: bool = True) -> list[str]:
+    """URIs of the files under a folder URI (sorted), optionally only those ending in ``suffix``."""
+    fs, path = resolve(uri)
+    try:
+        infos = fs.get_file_info(pafs.FileSelector(path, recursive=recursive, allow_not_found=True))
+    except (OSError, pa.ArrowException) as exc:
+        raise _wrap(uri, "list", exc) from None
+    prefix = "s3://" if is_s3(uri) else ""
+    return sorted(prefix + i.path for i in infos if i.type == pafs.FileType.File and i.path.endswith(suffix))
+
+
+def delete(uri: str) -> None:
+    """Delete a file or a folder tree; a missing target is not an error."""
+    fs, path = resolve(uri)
+    info = fs.get_file_info(path)
+    try:
+        if info.type == pafs.FileType.Directory:
+            fs.delete_dir(path)
+        elif info.type == pafs.FileType.File:
+            fs.delete_file(path)
+    except (OSError, pa.ArrowException) as exc:
+        raise _wrap(uri, "delete", exc) from None
+
+
+def copy(src: str, dst: str) -> None:
+    """Copy one file between any two URIs (local↔S3 included)."""
+    write_bytes(dst, read_bytes(src))
+
+
+def read_parquet(uri: str) -> pa.Table:
+    fs, path = resolve(uri)
+    try:
+        return pq.read_table(path, filesystem=fs)
+    except (OSError, pa.ArrowException) as exc:
+        raise _wrap(uri, "read Parquet", exc) from None
+
+
+def write_parquet(table: pa.Table, uri: str) -> None:
+    buf = io.BytesIO()
+    pq.write_table(table, buf, compression="zstd")
+    write_bytes(uri, buf.getvalue())
+
+
+def local_path(uri: str) -> Path | None:
+    """The local filesystem path of a URI, or None when it is remote."""
+    fs, path = resolve(uri)
+    return Path(path) if isinstance(fs, pafs.LocalFileSystem) else None

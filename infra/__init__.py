@@ -1,0 +1,1 @@
+"""Local services, environment and S3 administration for running Diff-CXR."""

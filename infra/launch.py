@@ -1,0 +1,139 @@
+"""The embedded default: a local MLflow server + Ray head, the pipeline submitted as a Ray job.
+
+``bash infra/run_local.sh`` (the README's first command) runs this after the
+environment is installed. It starts what is missing (an MLflow server with a
+sqlite backend under ``var/mlflow-server``, a Ray head on 127.0.0.1), submits
+``orchestration/full_pipeline.py`` with ``ray job submit``, streams its log,
+and stops what it started when the job ends or on Ctrl-C (the job included).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+from infra.env import apply_defaults
+from infra.local import HOST, Service, _ray_cli, free_port, start_mlflow, start_ray_head, stop_ray_head
+
+REPO = Path(__file__).resolve().parent.parent
+DASHBOARD = f"http://{HOST}:8265"
+UPLOAD_EXCLUDES = [".venv", "var", ".git", "*.egg-info", "__pycache__", ".pytest_cache", ".ruff_cache"]
+
+
+def _ray_running() -> bool:
+    try:
+        with urllib.request.urlopen(f"{DASHBOARD}/api/version", timeout=2):
+            return True
+    except OSError:
+        return False
+
+
+def _port_free(port: int) -> bool:
+    import socket
+
+    with socket.socket() as sock:
+        return sock.connect_ex((HOST, port)) != 0
+
+
+def submit(profile: str, overrides: list[str], tracking_uri: str) -> int:
+    """``ray job submit`` the pipeline; returns the job's exit status. Ctrl-C stops the job."""
+    job_id = f"diffcxr-{profile}-{int(time.time())}"
+    runtime_env = {
+        "working_dir": str(REPO),
+        "excludes": UPLOAD_EXCLUDES,
+        "env_vars": {
+            "MLFLOW_TRACKING_URI": tracking_uri,
+            "DIFFCXR_HOME": str(REPO),
+            **{k: os.environ[k] for k in os.environ if k.startswith(("RAY_", "HF_", "MLFLOW_SERVER"))},
+        },
+    }
+    entry = [sys.executable, "orchestration/full_pipeline.py", "--config", profile]
+    for item in overrides:
+        entry += ["--set", item]
+    cmd = [
+        _ray_cli(),
+        "job",
+        "submit",
+        "--address",
+        DASHBOARD,
+        "--submission-id",
+        job_id,
+        "--runtime-env-json",
+        json.dumps(runtime_env),
+        "--",
+        *entry,
+    ]
+    proc = subprocess.Popen(cmd, cwd=REPO)
+    try:
+        proc.wait()
+    except KeyboardInterrupt:
+        print(f"\nstopping Ray job {job_id} ...", flush=True)
+        subprocess.run([_ray_cli(), "job", "stop", "--address", DASHBOARD, job_id], check=False)
+        proc.send_signal(signal.SIGINT)
+        proc.wait()
+        return 130
+    from ray.job_submission import JobStatus, JobSubmissionClient
+
+    status = JobSubmissionClient(DASHBOARD).get_job_status(job_id)
+    return 0 if status == JobStatus.SUCCEEDED else (proc.returncode or 1)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m infra.launch", description=__doc__.splitlines()[0])
+    parser.add_argument("--profile", default="tiny", help="profile name or YAML path (default: tiny)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE")
+    parser.add_argument(
+        "--keep-services",
+        action="store_true",
+        help="leave the MLflow server (and a Ray head we started) running afterwards",
+    )
+    parser.add_argument(
+        "--state", type=Path, default=REPO / "var" / "mlflow-server", help="MLflow server state folder (sqlite + artifacts)"
+    )
+    args = parser.parse_args(argv)
+    apply_defaults()
+    os.environ["DIFFCXR_HOME"] = str(REPO)
+    state = args.state.absolute()
+    started_ray = False
+    mlflow: Service | None = None
+    code = 1
+    try:
+        port = 5000 if _port_free(5000) else free_port()
+        print(f"starting MLflow server on http://{HOST}:{port} (sqlite: {state / 'mlflow.db'}) ...", flush=True)
+        mlflow = start_mlflow(state, state / "logs", port=port)
+        if _ray_running():
+            print(f"using the Ray cluster already at {DASHBOARD}", flush=True)
+        else:
+            print("starting a local Ray head on 127.0.0.1 ...", flush=True)
+            start_ray_head(num_cpus=os.cpu_count())
+            started_ray = True
+        code = submit(args.profile, args.overrides, mlflow.url)
+    except KeyboardInterrupt:
+        code = 130
+        print("\ninterrupted: stopping what was started ...", flush=True)
+    finally:
+        if started_ray and not args.keep_services:
+            print("stopping the Ray head ...", flush=True)
+            stop_ray_head()
+        if mlflow is not None and not args.keep_services:
+            mlflow.stop()
+    print("\nWhere to look:")
+    print(f"  MLflow UI:  {f'http://{HOST}:{port}' if args.keep_services else 'stopped; browse it with'}")
+    if not args.keep_services:
+        print(
+            f"    {Path(sys.executable).parent / 'mlflow'} server --backend-store-uri sqlite:///{state / 'mlflow.db'}"
+            f" --artifacts-destination {state / 'artifacts'} --host {HOST} --port 5000"
+        )
+    print(f"  job status: {'succeeded' if code == 0 else f'failed ({code})'}")
+    return code
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""Data stage: every supported dataset → one manifest (see ``diffcxr.manifest``)."""

@@ -1,0 +1,81 @@
+"""Real services for the tests: a moto S3 server and an MLflow server on 127.0.0.1.
+
+``.ci/run`` starts both once and exports their URLs (DIFFCXR_TEST_S3_ENDPOINT,
+DIFFCXR_TEST_MLFLOW_URI); a developer running pytest alone gets them started
+here, once per session. Nothing ever talks to real AWS: the endpoint and dummy
+credentials are set before any client exists.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from infra.env import apply_defaults
+from infra.local import start_mlflow, start_moto
+
+apply_defaults()
+os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
+os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
+os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
+os.environ.pop("MLFLOW_TRACKING_URI", None)  # tests choose their store explicitly
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED = REPO.parent / "shared"
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """URL of a running moto S3 server; AWS_ENDPOINT_URL points at it for boto3 and pyarrow."""
+    url = os.environ.get("DIFFCXR_TEST_S3_ENDPOINT")
+    service = None
+    if not url:
+        service = start_moto(tmp_path_factory.mktemp("moto-logs"))
+        url = service.url
+    os.environ["AWS_ENDPOINT_URL"] = url
+    from diffcxr.storage import configure_s3
+
+    configure_s3(url)
+    yield url
+    if service:
+        service.stop()
+
+
+@pytest.fixture
+def s3_bucket(s3_endpoint: str) -> str:
+    """A fresh, empty bucket on the moto server; returns ``s3://name``."""
+    from infra.s3 import ensure_bucket
+
+    name = f"test-{uuid.uuid4().hex[:12]}"
+    ensure_bucket(name)
+    return f"s3://{name}"
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """URL of a running MLflow tracking + registry server (sqlite backend)."""
+    url = os.environ.get("DIFFCXR_TEST_MLFLOW_URI")
+    if url:
+        yield url
+        return
+    state = tmp_path_factory.mktemp("mlflow")
+    service = start_mlflow(state, state / "logs")
+    yield service.url
+    service.stop()
+
+
+@pytest.fixture
+def experiment_name() -> str:
+    return f"test-{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Point DIFFCXR_HOME (relative run roots, local MLflow store) at a temp folder."""
+    monkeypatch.setenv("DIFFCXR_HOME", str(tmp_path))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    return tmp_path
