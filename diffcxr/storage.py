@@ -114,7 +114,7 @@ def _wrap(uri: str, action: str, exc: Exception) -> StorageError:
 def read_bytes(uri: str) -> bytes:
     fs, path = resolve(uri)
     try:
-        with fs.open_input_stream(path) as f:
+        with fs.open_input_stream(path, compression=None) as f:
             return f.read()
     except (OSError, pa.ArrowException) as exc:
         raise _wrap(uri, "read", exc) from None
@@ -128,11 +128,11 @@ def write_bytes(uri: str, data: bytes) -> None:
         if isinstance(fs, pafs.LocalFileSystem):
             fs.create_dir(posixpath.dirname(path), recursive=True)
             tmp = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
-            with fs.open_output_stream(tmp) as f:
+            with fs.open_output_stream(tmp, compression=None) as f:
                 f.write(data)
             os.replace(tmp, path)
         else:
-            with fs.open_output_stream(path) as f:
+            with fs.open_output_stream(path, compression=None) as f:
                 f.write(data)
     except (OSError, pa.ArrowException) as exc:
         raise _wrap(uri, "write", exc) from None

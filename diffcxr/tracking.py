@@ -14,6 +14,7 @@ import logging
 import os
 import shutil
 import tempfile
+import warnings
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -57,23 +58,26 @@ def flatten(params: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
     return out
 
 
-class StateDictBundle(mlflow.pyfunc.PythonModel):
-    """A registered model as files (weights, config) plus metadata.
+with warnings.catch_warnings():  # MLflow warns at class creation that predict() has no type hints
+    warnings.simplefilter("ignore", UserWarning)
 
-    Diff-CXR's models take dict inputs and are assembled by the loading stage
-    (e.g. the generator joins text model, U-ViT and adapter), so the registry
-    stores their state dicts and configs rather than a traced graph. ``predict``
-    answers with the bundle's metadata so a generic MLflow client can inspect it.
-    """
+    class StateDictBundle(mlflow.pyfunc.PythonModel):
+        """A registered model as files (weights, config) plus metadata.
 
-    def load_context(self, context: Any) -> None:
-        self.artifacts = dict(context.artifacts)
-        meta = Path(context.artifacts["metadata"])
-        self.metadata = json.loads(meta.read_text())
+        Diff-CXR's models take dict inputs and are assembled by the loading stage
+        (e.g. the generator joins text model, U-ViT and adapter), so the registry
+        stores their state dicts and configs rather than a traced graph. ``predict``
+        answers with the bundle's metadata so a generic MLflow client can inspect it.
+        """
 
-    # No type hints here on purpose: MLflow turns them into a (meaningless) input schema.
-    def predict(self, context, model_input, params=None):  # noqa: ANN001, ANN201
-        return [{"metadata": self.metadata, "artifacts": sorted(self.artifacts)}]
+        def load_context(self, context: Any) -> None:
+            self.artifacts = dict(context.artifacts)
+            meta = Path(context.artifacts["metadata"])
+            self.metadata = json.loads(meta.read_text())
+
+        # No type hints here on purpose: MLflow turns them into a (meaningless) input schema.
+        def predict(self, context, model_input, params=None):  # noqa: ANN001, ANN201
+            return [{"metadata": self.metadata, "artifacts": sorted(self.artifacts)}]
 
 
 class Tracker:
@@ -194,13 +198,15 @@ class Tracker:
                     local = Path(tmp, Path(str(path)).name)
                     local.write_bytes(storage.read_bytes(str(path)))
                 artifacts[key] = str(local)
-            info = mlflow.pyfunc.log_model(
-                name=name,
-                python_model=python_model or StateDictBundle(),
-                artifacts=artifacts,
-                registered_model_name=name,
-                pip_requirements=["diffcxr"],
-            )
+            with warnings.catch_warnings():  # MLflow nags about predict() type hints; bundles have no schema
+                warnings.simplefilter("ignore", UserWarning)
+                info = mlflow.pyfunc.log_model(
+                    name=name,
+                    python_model=python_model or StateDictBundle(),
+                    artifacts=artifacts,
+                    registered_model_name=name,
+                    pip_requirements=["diffcxr"],
+                )
         version = int(info.registered_model_version)
         for key, value in flatten(metadata).items():
             self.client.set_model_version_tag(name, str(version), key, value[:5000])

@@ -95,7 +95,10 @@ def main(argv: list[str] | None = None) -> int:
         help="leave the MLflow server (and a Ray head we started) running afterwards",
     )
     parser.add_argument(
-        "--state", type=Path, default=REPO / "var" / "mlflow-server", help="MLflow server state folder (sqlite + artifacts)"
+        "--state",
+        type=Path,
+        default=REPO / "var" / "mlflow-server",
+        help="MLflow server state folder (sqlite + artifacts)",
     )
     args = parser.parse_args(argv)
     apply_defaults()

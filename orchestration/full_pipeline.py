@@ -39,7 +39,7 @@ def _data_stage(cfg: DiffCXRConfig, tracker: Tracker, force: bool) -> dict[str, 
     return stage.run(cfg, tracker, force=force)
 
 
-#: Every stage in order; None = not built yet (the issue that builds it).
+#: Every stage in order; a string instead of a function = not built yet (the issue that builds it).
 STAGES: dict[str, StageFn | str] = {
     "data": _data_stage,
     "filter": "#5",
@@ -63,6 +63,8 @@ def select_stages(only: str | None, start: str | None) -> list[str]:
 
 def run_pipeline(cfg: DiffCXRConfig, stages: list[str], force: bool = False) -> dict[str, Any]:
     """Run ``stages`` in order under one MLflow parent run; returns per-stage outcomes."""
+    if len(stages) == 1 and isinstance(STAGES[stages[0]], str):
+        raise DiffCXRError(f"stage '{stages[0]}' is not built yet (issue {STAGES[stages[0]]})")
     configure_s3(cfg.storage.s3_endpoint, cfg.storage.s3_region)
     tracker = Tracker.from_config(cfg)
     outcomes: dict[str, Any] = {}
@@ -74,8 +76,6 @@ def run_pipeline(cfg: DiffCXRConfig, stages: list[str], force: bool = False) -> 
             fn = STAGES[name]
             prefix = f"[{index}/{total}] {name}"
             if isinstance(fn, str):
-                if len(stages) == 1:
-                    raise DiffCXRError(f"stage '{name}' is not built yet (issue {fn})")
                 print(f"{prefix}: not built yet (issue {fn}), skipped", flush=True)
                 outcomes[name] = {"status": "not built", "issue": fn}
                 continue

@@ -107,3 +107,14 @@ def test_cli_storage_cp_and_ls(tmp_path: Path, s3_bucket: str) -> None:
     assert out.stdout.split() == [f"{s3_bucket}/c/a.txt"]
     out = subprocess.run([*run, "storage", "cp", f"{s3_bucket}/nope", str(src)], capture_output=True, text=True)
     assert out.returncode == 2 and "cannot read" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_bytes_are_stored_verbatim_whatever_the_extension(tmp_path: Path) -> None:
+    """pyarrow would (de)compress '.gz' files by default; storage must not."""
+    import gzip
+
+    data = gzip.compress(b"a,b\n1,2\n")
+    uri = str(tmp_path / "table.csv.gz")
+    storage.write_bytes(uri, data)
+    assert (tmp_path / "table.csv.gz").read_bytes() == data
+    assert storage.read_bytes(uri) == data

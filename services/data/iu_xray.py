@@ -109,12 +109,12 @@ def iter_wheel_xml() -> Iterator[tuple[str, bytes]]:
 
 
 def iter_disk_xml(root: str) -> Iterator[tuple[str, bytes]]:
+    """(file name, XML bytes) for ``ROOT/ecgen-radiology/*.xml``; an empty folder is an error, raised now."""
     folder = storage.join(root, "ecgen-radiology")
     files = storage.list_files(folder, suffix=".xml")
     if not files:
         raise DataError(f"data.root: no report XMLs under '{folder}' (expected ecgen-radiology/*.xml)")
-    for uri in files:
-        yield Path(uri).name, storage.read_bytes(uri)
+    return ((Path(uri).name, storage.read_bytes(uri)) for uri in files)
 
 
 @lru_cache(maxsize=1)

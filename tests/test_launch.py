@@ -1,0 +1,54 @@
+"""The README's first command end to end: local MLflow server + Ray head, pipeline as a Ray job.
+
+Slow (~45 s: a Ray head start and stop, an MLflow server, a job upload) but it is
+the only test of what a user runs first, so it runs in CI.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from diffcxr import manifest
+
+pytestmark = [pytest.mark.ray, pytest.mark.mlflow]
+REPO = Path(__file__).resolve().parent.parent
+
+
+def test_launch_submits_the_pipeline_as_a_ray_job(tmp_path: Path) -> None:
+    state = tmp_path / "mlflow-state"
+    runs = tmp_path / "runs"
+    res = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "infra.launch",
+            "--state",
+            str(state),
+            "--set",
+            f"project.run_root={runs}",
+            "--set",
+            "data.max_reports=15",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=400,
+    )
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    out = res.stdout + res.stderr
+    assert "[1/7] data: done" in out and "job status: succeeded" in out
+    table = manifest.read(str(runs / "data" / "manifest.parquet"))
+    assert len(set(table.column("report_id").to_pylist())) == 15
+    client = MlflowClient(f"sqlite:///{state / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("diffcxr")
+    stages = {r.data.tags.get("diffcxr.stage") for r in client.search_runs([exp.experiment_id])}
+    assert {"pipeline", "data"} <= stages
+    # everything the launcher started is stopped again
+    leftover = subprocess.run(["pgrep", "-f", f"mlflow.*{state}"], capture_output=True, text=True)
+    assert leftover.stdout.strip() == ""
+    assert subprocess.run(["pgrep", "-f", "raylet"], capture_output=True).returncode != 0

@@ -1,0 +1,110 @@
+"""The pipeline in-process: stages in order under one MLflow parent run, skip when current, S3 run roots."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from diffcxr import manifest, storage
+from diffcxr.config import load_config
+from diffcxr.errors import DiffCXRError
+from orchestration.full_pipeline import run_pipeline, select_stages
+
+
+def _cfg(run_root: str, tracking: str, experiment: str, *extra: str):
+    return load_config(
+        "tiny",
+        [
+            f"project.run_root={run_root}",
+            f"tracking.uri={tracking}",
+            f"tracking.experiment={experiment}",
+            "data.max_reports=20",
+            *extra,
+        ],
+    )
+
+
+def test_stage_selection() -> None:
+    assert select_stages(None, None)[0] == "data"
+    assert select_stages("data", None) == ["data"]
+    assert select_stages(None, "eval") == ["eval", "register"]
+    with pytest.raises(DiffCXRError, match="unknown stage 'fitler'; stages are data, filter"):
+        select_stages("fitler", None)
+
+
+@pytest.mark.mlflow
+def test_pipeline_runs_data_then_skips_until_config_changes(
+    tmp_path: Path, mlflow_server: str, experiment_name: str
+) -> None:
+    cfg = _cfg(str(tmp_path / "runs"), mlflow_server, experiment_name)
+    first = run_pipeline(cfg, select_stages(None, None))
+    assert first["data"]["status"] == "done"
+    assert first["filter"] == {"status": "not built", "issue": "#5"}
+    table = manifest.read(first["data"]["manifest"])
+    assert len(set(table.column("report_id").to_pylist())) == 20
+
+    second = run_pipeline(cfg, ["data"])
+    assert second["data"]["status"] == "skipped (current)"
+    third = run_pipeline(_cfg(str(tmp_path / "runs"), mlflow_server, experiment_name, "data.max_reports=25"), ["data"])
+    assert third["data"]["status"] == "done"
+    assert len(set(manifest.read(third["data"]["manifest"]).column("report_id").to_pylist())) == 25
+
+    client = MlflowClient(mlflow_server)
+    children = client.search_runs(
+        [client.get_experiment_by_name(experiment_name).experiment_id],
+        f"tags.mlflow.parentRunId = '{first['mlflow_run_id']}'",
+    )
+    assert [r.data.tags["diffcxr.stage"] for r in children] == ["data"]
+    assert children[0].data.metrics["data.rows"] == table.num_rows
+    assert children[0].data.params["data.manifest_uri"] == first["data"]["manifest"]
+
+
+def test_only_a_stage_that_is_not_built_is_an_error(tmp_path: Path, home: Path) -> None:
+    cfg = _cfg(str(tmp_path / "runs"), f"sqlite:///{tmp_path}/m.db", "exp")
+    with pytest.raises(DiffCXRError, match="stage 'filter' is not built yet \\(issue #5\\)"):
+        run_pipeline(cfg, ["filter"])
+
+
+@pytest.mark.s3
+def test_pipeline_with_an_s3_run_root(s3_bucket: str, tmp_path: Path, home: Path) -> None:
+    cfg = _cfg(f"{s3_bucket}/runs", f"sqlite:///{tmp_path}/m.db", "exp-s3")
+    out = run_pipeline(cfg, ["data"])
+    assert out["data"]["manifest"] == f"{s3_bucket}/runs/data/manifest.parquet"
+    assert storage.exists(f"{s3_bucket}/runs/data/_stage.json")
+    assert manifest.read(out["data"]["manifest"]).num_rows > 20
+    assert run_pipeline(cfg, ["data"])["data"]["status"] == "skipped (current)"
+
+
+def test_cli_pipeline_and_data_commands(tmp_path: Path, home: Path) -> None:
+    run = [sys.executable, "-m", "diffcxr.cli"]
+    out_uri = str(tmp_path / "m.parquet")
+    res = subprocess.run(
+        [*run, "data", "manifest", "--set", "data.max_reports=10", "--out", out_uri],
+        capture_output=True,
+        text=True,
+        cwd=home,
+    )
+    assert res.returncode == 0, res.stderr
+    assert '"reports_read": 10' in res.stdout
+    res = subprocess.run([*run, "data", "show", out_uri, "--limit", "1"], capture_output=True, text=True)
+    assert res.returncode == 0 and '"sample_id": "iu:' in res.stdout and "report_text" not in res.stdout
+    res = subprocess.run(
+        [*run, "pipeline", "run", "--only", "data", "--set", "data.max_reports=10"],
+        capture_output=True,
+        text=True,
+        cwd=home,
+    )
+    assert res.returncode == 0, res.stderr
+    assert "[1/1] data: done" in res.stdout and (home / "var/runs/tiny/data/manifest.parquet").is_file()
+    res = subprocess.run([*run, "filter"], capture_output=True, text=True)
+    assert res.returncode == 2 and "not built yet" in res.stderr
+
+
+@pytest.mark.parametrize("group", ["config", "data", "filter", "text", "diffusion", "eval", "storage", "pipeline"])
+def test_help_everywhere(group: str) -> None:
+    res = subprocess.run([sys.executable, "-m", "diffcxr.cli", group, "--help"], capture_output=True, text=True)
+    assert res.returncode == 0 and "usage: diffcxr" in res.stdout
