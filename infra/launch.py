@@ -85,6 +85,10 @@ def submit(profile: str, overrides: list[str], tracking_uri: str) -> int:
     return 0 if status == JobStatus.SUCCEEDED else (proc.returncode or 1)
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m infra.launch", description=__doc__.splitlines()[0])
     parser.add_argument("--profile", default="tiny", help="profile name or YAML path (default: tiny)")
@@ -101,6 +105,7 @@ def main(argv: list[str] | None = None) -> int:
         help="MLflow server state folder (sqlite + artifacts)",
     )
     args = parser.parse_args(argv)
+    signal.signal(signal.SIGTERM, _interrupt)  # `kill` stops it like Ctrl-C does
     apply_defaults()
     os.environ["DIFFCXR_HOME"] = str(REPO)
     state = args.state.absolute()
@@ -115,8 +120,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"using the Ray cluster already at {DASHBOARD}", flush=True)
         else:
             print("starting a local Ray head on 127.0.0.1 ...", flush=True)
+            started_ray = True  # before the call: an interrupted start must still be stopped
             start_ray_head(num_cpus=os.cpu_count())
-            started_ray = True
         code = submit(args.profile, args.overrides, mlflow.url)
     except KeyboardInterrupt:
         code = 130

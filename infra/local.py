@@ -84,14 +84,17 @@ def _spawn(name: str, cmd: list[str], url: str, log_dir: Path, ready: Callable[[
         )
     service = Service(name, proc.pid, url, str(log_path))
     deadline = time.time() + timeout
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"{name} exited with code {proc.returncode}; see {log_path}")
-        if ready():
-            return service
-        time.sleep(0.3)
-    service.stop()
-    raise RuntimeError(f"{name} not ready after {timeout:.0f} s; see {log_path}")
+    try:
+        while time.time() < deadline:
+            if proc.poll() is not None:
+                raise RuntimeError(f"{name} exited with code {proc.returncode}; see {log_path}")
+            if ready():
+                return service
+            time.sleep(0.3)
+        raise RuntimeError(f"{name} not ready after {timeout:.0f} s; see {log_path}")
+    except BaseException:  # not ready, or interrupted while waiting: never leave it behind
+        service.stop()
+        raise
 
 
 def start_moto(log_dir: Path, port: int | None = None) -> Service:

@@ -45,6 +45,7 @@ IMAGES = [
     ("d5a", "10000005", "50000005", "PA", "train", "quarantined:image file not found"),
     ("d6a", "10000006", "50000006", "PA", "train", "quarantined:corrupt image"),
     ("d7a", "10000007", "50000007", "PA", None, "quarantined:not in the official split"),
+    ("d8a", "10000008", "50000008", "PA", "training", "quarantined:unknown split value 'training'"),
 ]
 
 
@@ -112,16 +113,16 @@ def test_mimic_rows_labels_split_and_quarantine(tmp_path: Path, reports_as_zip: 
     cfg = load_config("tiny", ["data.source=mimic_cxr_jpg", f"data.root={tmp_path / 'mimic'}"])
     result = build_manifest(cfg.data)
     rows = {r["sample_id"]: r for r in result.table.to_pylist()}
-    assert len(rows) == len(IMAGES) + 1 and result.reports_read == 7  # rows in = rows out
+    assert len(rows) == len(IMAGES) + 1 and result.reports_read == 8  # rows in = rows out
     for dicom, _, _, _, split, outcome in IMAGES:
         row = rows[f"mimic:{dicom}"]
         status, _, reason = outcome.partition(":")
         assert row["status"] == status, (dicom, row["reason"])
         if reason:
             assert reason in row["reason"], (dicom, row["reason"])
-        if split:
+        if split in ("train", "validate", "test"):
             assert row["split"] == {"validate": "val"}.get(split, split)
-    assert rows["mimic:metadata-line-10"]["status"] == "quarantined"
+    assert rows["mimic:metadata-line-11"]["status"] == "quarantined"
 
     d1 = rows["mimic:d1a"]
     assert d1["report_id"] == "mimic:s50000001" and d1["patient_id"] == "mimic:p10000001"

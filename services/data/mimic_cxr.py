@@ -113,7 +113,7 @@ def read_disk(
 
     splits: dict[str, str] = {}
     for _, row in read_csv(split_uri, ("dicom_id", "split")):
-        splits[row["dicom_id"].strip()] = _SPLIT_NAMES.get(row["split"].strip().lower(), "")
+        splits[row["dicom_id"].strip()] = row["split"].strip()
 
     labels: dict[str, dict[str, int | None] | str] = {}
     for line, row in read_csv(label_uri, ("study_id", *CHEXPERT_LABELS)):
@@ -165,12 +165,15 @@ def read_disk(
         for _, row in studies[study]:
             dicom = row["dicom_id"].strip()
             view = (row["ViewPosition"] or "").strip().upper() or None
-            split = splits.get(dicom)
+            raw_split = splits.get(dicom)
+            split = _SPLIT_NAMES.get((raw_split or "").lower())
             status, reason = STATUS_KEPT, None
             if problem:
                 status, reason = STATUS_QUARANTINED, problem
-            elif not split:
+            elif raw_split is None:
                 status, reason = STATUS_QUARANTINED, "image not in the official split file"
+            elif split is None:
+                status, reason = STATUS_QUARANTINED, f"unknown split value {raw_split!r} in the split file"
             elif not base.get("report_text"):
                 status, reason = STATUS_FILTERED, "empty report: no findings or impression"
             elif frontal_only and view not in FRONTAL_VIEWS:
@@ -183,7 +186,7 @@ def read_disk(
                         root, "files", f"p{subject[:2]}", f"p{subject}", f"s{study}", f"{dicom}.jpg"
                     ),
                     "view": view,
-                    "split": split or None,
+                    "split": split,
                     "status": status,
                     "reason": reason,
                 }
