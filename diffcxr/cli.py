@@ -33,17 +33,9 @@ def _print_json(data: Any) -> None:
 
 
 def _add_config_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "-p", "--profile", default="tiny", help="profile name (tiny, small, paper) or a YAML file (default: tiny)"
-    )
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="SECTION.KEY=VALUE",
-        help="override one config value (repeatable), e.g. --set diffusion.depth=8",
-    )
+    from diffcxr.config import add_config_arguments
+
+    add_config_arguments(parser)
 
 
 def _load(args: argparse.Namespace):  # noqa: ANN202 - returns DiffCXRConfig

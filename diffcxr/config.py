@@ -10,6 +10,7 @@ explicitly so that ``diffcxr config show`` reads like the paper's setup table.
 
 from __future__ import annotations
 
+import argparse
 import difflib
 import hashlib
 import json
@@ -370,6 +371,24 @@ def config_from_dict(data: dict[str, Any]) -> DiffCXRConfig:
         return DiffCXRConfig.model_validate(data)
     except ValidationError as exc:
         raise _format_validation_error(exc) from None
+
+
+def add_config_arguments(parser: argparse.ArgumentParser, *flags: str) -> None:
+    """The profile and ``--set`` options, identical in every entry point (dest: profile, overrides)."""
+    parser.add_argument(
+        *(flags or ("-p", "--profile")),
+        dest="profile",
+        default="tiny",
+        help="profile name (tiny, small, paper) or a YAML file (default: tiny)",
+    )
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="override one config value (repeatable), e.g. --set diffusion.depth=8",
+    )
 
 
 def describe_keys() -> dict[str, dict[str, str]]:

@@ -58,26 +58,25 @@ def flatten(params: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
     return out
 
 
-with warnings.catch_warnings():  # MLflow warns at class creation that predict() has no type hints
-    warnings.simplefilter("ignore", UserWarning)
+class StateDictBundle(mlflow.pyfunc.PythonModel):
+    """A registered model as files (weights, config) plus metadata.
 
-    class StateDictBundle(mlflow.pyfunc.PythonModel):
-        """A registered model as files (weights, config) plus metadata.
+    Diff-CXR's models take dict inputs and are assembled by the loading stage
+    (e.g. the generator joins text model, U-ViT and adapter), so the registry
+    stores their state dicts and configs rather than a traced graph. ``predict``
+    answers with the bundle's metadata so a generic MLflow client can inspect it.
+    """
 
-        Diff-CXR's models take dict inputs and are assembled by the loading stage
-        (e.g. the generator joins text model, U-ViT and adapter), so the registry
-        stores their state dicts and configs rather than a traced graph. ``predict``
-        answers with the bundle's metadata so a generic MLflow client can inspect it.
-        """
+    def load_context(self, context: Any) -> None:
+        self.artifacts = dict(context.artifacts)
+        meta = Path(context.artifacts["metadata"])
+        self.metadata = json.loads(meta.read_text())
 
-        def load_context(self, context: Any) -> None:
-            self.artifacts = dict(context.artifacts)
-            meta = Path(context.artifacts["metadata"])
-            self.metadata = json.loads(meta.read_text())
-
-        # No type hints here on purpose: MLflow turns them into a (meaningless) input schema.
-        def predict(self, context, model_input, params=None):  # noqa: ANN001, ANN201
-            return [{"metadata": self.metadata, "artifacts": sorted(self.artifacts)}]
+    def predict(
+        self, context: Any, model_input: list[str], params: dict[str, Any] | None = None
+    ):  # no return hint: MLflow would infer a schema with Any
+        """Answer each input (any string) with the bundle's metadata and artefact keys."""
+        return [{"metadata": self.metadata, "artifacts": sorted(self.artifacts)} for _ in model_input]
 
 
 class Tracker:

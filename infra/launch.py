@@ -19,6 +19,8 @@ import time
 import urllib.request
 from pathlib import Path
 
+from diffcxr.config import add_config_arguments, load_config
+from diffcxr.errors import DiffCXRError
 from infra.env import apply_defaults
 from infra.local import HOST, Service, _ray_cli, free_port, start_mlflow, start_ray_head, stop_ray_head
 
@@ -91,8 +93,7 @@ def _interrupt(signum: int, frame: object) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m infra.launch", description=__doc__.splitlines()[0])
-    parser.add_argument("--profile", default="tiny", help="profile name or YAML path (default: tiny)")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE")
+    add_config_arguments(parser, "-p", "--profile", "--config")
     parser.add_argument(
         "--keep-services",
         action="store_true",
@@ -105,6 +106,11 @@ def main(argv: list[str] | None = None) -> int:
         help="MLflow server state folder (sqlite + artifacts)",
     )
     args = parser.parse_args(argv)
+    try:  # fail on a bad profile or key now, not after starting a cluster
+        load_config(args.profile, args.overrides)
+    except DiffCXRError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     signal.signal(signal.SIGTERM, _interrupt)  # `kill` stops it like Ctrl-C does
     apply_defaults()
     os.environ["DIFFCXR_HOME"] = str(REPO)

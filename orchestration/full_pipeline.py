@@ -22,7 +22,7 @@ from typing import Any
 if __package__ in (None, ""):  # run as a script by `ray job submit`
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from diffcxr.config import DiffCXRConfig, load_config
+from diffcxr.config import DiffCXRConfig, add_config_arguments, load_config
 from diffcxr.errors import DiffCXRError
 from diffcxr.storage import configure_s3
 from diffcxr.tracking import Tracker
@@ -96,15 +96,7 @@ def run_pipeline(cfg: DiffCXRConfig, stages: list[str], force: bool = False) -> 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="full_pipeline.py", description=__doc__.splitlines()[0])
-    parser.add_argument("--config", default="tiny", help="profile name (tiny, small, paper) or YAML path")
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="SECTION.KEY=VALUE",
-        help="override one config value (repeatable)",
-    )
+    add_config_arguments(parser, "--config", "-p", "--profile")
     parser.add_argument("--only", help=f"run just this stage ({', '.join(STAGES)})")
     parser.add_argument("--from", dest="start", help="start at this stage")
     parser.add_argument("--force", action="store_true", help="re-run stages even if current")
@@ -116,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        cfg = load_config(args.config, args.overrides)
+        cfg = load_config(args.profile, args.overrides)
         outcomes = run_pipeline(cfg, select_stages(args.only, args.start), force=args.force)
     except DiffCXRError as exc:
         print(f"error: {exc}", file=sys.stderr)
