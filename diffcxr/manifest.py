@@ -153,7 +153,7 @@ def summary(table: pa.Table) -> dict[str, Any]:
         "split": counts("split"),
         "source": counts("source"),
         "view": counts("view"),
-        "reports": len(set(table.column("report_id").to_pylist())),
+        "reports": len(set(table.column("report_id").to_pylist()) - {None}),
         "kept_by_split": dict(sorted(Counter(kept_rows.column("split").to_pylist()).items())),
         "top_reasons": dict(reasons.most_common(10)),
     }

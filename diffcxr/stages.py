@@ -51,7 +51,9 @@ class StageDir:
 
     def is_current(self, key: str) -> bool:
         marker = self.marker()
-        return bool(marker and marker.get("key") == key and all(storage.exists(u) for u in marker["outputs"].values()))
+        if not marker or marker.get("key") != key or not isinstance(marker.get("outputs"), dict):
+            return False
+        return all(storage.exists(uri) for uri in marker["outputs"].values())
 
     def complete(self, key: str, outputs: Mapping[str, str], extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
         """Write the marker (last, after every output exists)."""

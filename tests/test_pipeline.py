@@ -108,3 +108,17 @@ def test_cli_pipeline_and_data_commands(tmp_path: Path, home: Path) -> None:
 def test_help_everywhere(group: str) -> None:
     res = subprocess.run([sys.executable, "-m", "diffcxr.cli", group, "--help"], capture_output=True, text=True)
     assert res.returncode == 0 and "usage: diffcxr" in res.stdout
+
+
+def test_stage_marker_is_ignored_when_an_output_is_gone(tmp_path: Path) -> None:
+    from diffcxr.stages import StageDir
+
+    stage = StageDir(str(tmp_path), "data")
+    out = stage.path("manifest.parquet")
+    storage.write_bytes(out, b"x")
+    stage.complete("k1", {"manifest": out})
+    assert stage.is_current("k1") and not stage.is_current("k2")
+    storage.delete(out)
+    assert not stage.is_current("k1")
+    storage.write_text(stage.path("_stage.json"), "{not json")
+    assert stage.marker() is None and not stage.is_current("k1")
