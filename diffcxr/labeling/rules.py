@@ -7,7 +7,7 @@ it, in this order:
 1. a negation inside the mention itself ("heart is *not* enlarged") → negative;
 2. a double-negative uncertainty ("cannot exclude", "not ruled out") → uncertain;
 3. a negation cue earlier in its scope ("no", "without", "free of", "resolved"),
-   "no change in X" excepted → negative; or a negation right after it
+   "no change in X" and "not without X" excepted → negative; or a negation right after it
    ("... is not seen", "... has resolved") → negative;
 4. a historical cue just before it ("history of", "status post", "prior") →
    ignored, except for devices and fractures, which stay visible;
@@ -92,7 +92,7 @@ def mention_state(sentence: str, start: int, end: int, keeps_history: bool) -> i
         return NEGATIVE
     if v.DOUBLE_NEGATIVE_UNCERTAIN.search(scope) or v.DOUBLE_NEGATIVE_UNCERTAIN.search(near_after):
         return UNCERTAIN
-    cleaned = v.NO_CHANGE.sub(" ", scope)
+    cleaned = v.NOT_NEGATING.sub(" ", scope)
     if v.PRE_NEGATION.search(cleaned) or v.POST_NEGATION.match(after):
         return NEGATIVE
     if not keeps_history and v.HISTORY.search(scope[-_HISTORY_REACH:]):

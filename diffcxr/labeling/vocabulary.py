@@ -232,10 +232,11 @@ DOUBLE_NEGATIVE_UNCERTAIN = re.compile(
     r"|\bno (?:definite|significant )?change\b.{0,20}?\b(?:versus|vs)\b"
 )
 
-#: "no change in X", "no interval change of X" describe a present finding: not a negation of X.
-NO_CHANGE = re.compile(
+#: Phrases with a negation word that do not negate what follows: "no change in X", "no interval
+#: change of X" describe a present X; "not without X" is a double negative.
+NOT_NEGATING = re.compile(
     r"\b(?:no|without) (?:significant |appreciable |interval |substantial |definite |major )*"
-    r"(?:interval )?(?:change|changes|progression|worsening)\b"
+    r"(?:interval )?(?:change|changes|progression|worsening)\b|\bnot without\b"
 )
 
 PRE_NEGATION = re.compile(
