@@ -12,6 +12,7 @@ import json
 import logging
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from diffcxr import __version__
@@ -81,11 +82,11 @@ def cmd_config_keys(args: argparse.Namespace) -> int:
 def cmd_data_manifest(args: argparse.Namespace) -> int:
     from diffcxr import manifest
     from services.data import stage
-    from services.data.build import build_manifest
+    from services.data.build import build_labeled_manifest
 
     cfg = _load(args)
     if args.out:
-        result = build_manifest(cfg.data)
+        result = build_labeled_manifest(cfg)
         manifest.write(result.table, args.out)
         _print_json({"manifest": args.out, **result.summary})
         return 0
@@ -116,6 +117,45 @@ def cmd_data_show(args: argparse.Namespace) -> int:
     columns = [c for c in table.column_names if args.text or c not in ("report_text", "findings", "impression")]
     for row in table.select(columns).slice(args.offset, args.limit).to_pylist():
         print(json.dumps(row, default=str))
+    return 0
+
+
+# ----------------------------------------------------------------------------- label
+
+
+def cmd_label(args: argparse.Namespace) -> int:
+    from diffcxr.labeling import decode_report, disease_sentence
+
+    cfg = _load(args)
+    from diffcxr.labeling.factory import make_labeler
+
+    labeler = make_labeler(cfg.labeler)
+    if args.manifest:
+        from diffcxr import manifest
+        from services.data.labels import label_manifest
+
+        table, stats = label_manifest(
+            manifest.read(args.manifest),
+            labeler,
+            cfg.labeler.uncertain_policy,
+            args.overwrite or cfg.labeler.overwrite,
+            cfg.labeler.batch_size,
+        )
+        out = args.out or args.manifest
+        manifest.write(table, out)
+        _print_json({"manifest": out, "labeler": labeler.name, **stats.as_dict()})
+        return 0
+    if args.file:
+        data = sys.stdin.buffer.read() if args.file == "-" else Path(args.file).read_bytes()
+        text = decode_report(data)
+    elif args.text is not None:
+        text = decode_report(args.text)
+    else:
+        raise DiffCXRError("give report TEXT, --file PATH or --manifest URI")
+    result = labeler.label_reports([None], [text])[0]
+    if result is None:
+        raise DiffCXRError(f"labeler '{labeler.name}' has no labels for free text (it labels by report id)")
+    _print_json(result.to_json(disease_sentence(result.labels, cfg.labeler.uncertain_policy)))
     return 0
 
 
@@ -210,6 +250,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=5)
     p.add_argument("--text", action="store_true", help="include report text (sensitive)")
     p.set_defaults(func=cmd_data_show)
+
+    p = groups.add_parser(
+        "label",
+        help="label report text (14 CheXpert observations, details, disease sentence) or a whole manifest",
+        description="Label one report (TEXT or --file) and print JSON, or fill a manifest's label columns "
+        "(--manifest). The labeler is labeler.kind: rules (default, no weights), csv or chexbert.",
+    )
+    p.add_argument("text", nargs="?", help="report text (findings and impression)")
+    p.add_argument("--file", help="read the report from this file ('-' = stdin); must be UTF-8")
+    p.add_argument("--manifest", help="label every report of this manifest URI")
+    p.add_argument("--out", help="with --manifest: write here instead of in place")
+    p.add_argument("--overwrite", action="store_true", help="relabel rows whose labels came with the dataset")
+    _add_config_args(p)
+    p.set_defaults(func=cmd_label)
 
     for stage, (what, issue) in PLANNED_STAGES.items():
         g = groups.add_parser(

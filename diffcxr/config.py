@@ -184,9 +184,30 @@ class AdapterConfig(Section):
     steps: int = Field(200000, ge=1)
     lr: float = Field(2e-4, gt=0)
     batch_size: int = Field(256, ge=1)
+
+
+class LabelerConfig(Section):
+    kind: Literal["rules", "csv", "chexbert"] = Field(
+        "rules", description="rules: built in, no weights; csv: a CheXpert-format label CSV; chexbert: local weights."
+    )
     uncertain_policy: Literal["ignore", "positive"] = Field(
         "ignore", description="How uncertain (-1) findings enter the disease sentence; the paper ignores them."
     )
+    overwrite: bool = Field(False, description="Relabel rows whose labels came with the dataset (MIMIC's CSV).")
+    csv_uri: str | None = Field(None, description="csv: label CSV URI (14 observation columns by name).")
+    csv_id_column: str = Field("study_id", description="csv: column holding the report key.")
+    csv_id_prefix: str = Field("", description="csv: prefix that turns the key into report_id (MIMIC: 'mimic:s').")
+    chexbert_weights: str | None = Field(None, description="chexbert: chexbert.pth path or URI.")
+    chexbert_tokenizer: str | None = Field(None, description="chexbert: bert-base-uncased tokenizer folder.")
+    batch_size: int = Field(64, ge=1)
+
+    @model_validator(mode="after")
+    def _check(self) -> LabelerConfig:
+        if self.kind == "csv" and not self.csv_uri:
+            raise ValueError("kind 'csv' needs labeler.csv_uri")
+        if self.kind == "chexbert" and not (self.chexbert_weights and self.chexbert_tokenizer):
+            raise ValueError("kind 'chexbert' needs labeler.chexbert_weights and labeler.chexbert_tokenizer")
+        return self
 
 
 class SamplingConfig(Section):
@@ -212,6 +233,7 @@ class DiffCXRConfig(Section):
     tracking: TrackingConfig = TrackingConfig()
     ray: RayConfig = RayConfig()
     data: DataConfig = DataConfig()
+    labeler: LabelerConfig = LabelerConfig()
     autoencoder: AutoencoderConfig = AutoencoderConfig()
     filter: FilterConfig = FilterConfig()
     text: TextConfig = TextConfig()

@@ -21,7 +21,7 @@ from diffcxr import storage
 from diffcxr.constants import CHEXPERT_LABELS, LABEL_VALUES, SPLITS, STATUS_KEPT, STATUSES
 from diffcxr.errors import DataError
 
-MANIFEST_VERSION = "1"
+MANIFEST_VERSION = "2"
 
 _BASE_FIELDS: list[pa.Field] = [
     pa.field("sample_id", pa.string(), nullable=False),
@@ -39,6 +39,7 @@ _BASE_FIELDS: list[pa.Field] = [
 _LABEL_FIELDS: list[pa.Field] = [pa.field(name, pa.int8()) for name in CHEXPERT_LABELS]
 _TAIL_FIELDS: list[pa.Field] = [
     pa.field("label_source", pa.string()),
+    pa.field("label_details", pa.string()),  # JSON: {observation: {"laterality": ..., "severity": ...}}
     pa.field("disease_sentence", pa.string()),
     pa.field("noise_kind", pa.string()),
     pa.field("status", pa.string(), nullable=False),

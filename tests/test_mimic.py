@@ -134,6 +134,19 @@ def test_mimic_rows_labels_split_and_quarantine(tmp_path: Path, reports_as_zip: 
     assert rows["mimic:d2a"]["No Finding"] == 1 and rows["mimic:d2a"]["Edema"] is None
 
 
+def test_mimic_dataset_labels_are_kept_and_the_rest_labeled_from_text(tmp_path: Path) -> None:
+    from services.data.build import build_labeled_manifest
+
+    make_mimic(tmp_path / "mimic")
+    cfg = load_config("tiny", ["data.source=mimic_cxr_jpg", f"data.root={tmp_path / 'mimic'}"])
+    rows = {r["sample_id"]: r for r in build_labeled_manifest(cfg).table.to_pylist()}
+    d1 = rows["mimic:d1a"]  # study with a CheXpert CSV row: its labels stay, by name
+    assert d1["label_source"] == "mimic-cxr-2.0.0-chexpert.csv" and d1["Edema"] == 1
+    assert d1["disease_sentence"] == "There is edema."  # the uncertain effusion is left out (paper policy)
+    d6 = rows["mimic:d6a"]  # no CSV row: labeled from its (invented) report text
+    assert d6["label_source"] == "rules-v1" and d6["disease_sentence"] == "There is no finding."
+
+
 def test_mimic_missing_table_or_column_is_named(tmp_path: Path) -> None:
     root = tmp_path / "mimic"
     make_mimic(root)

@@ -46,6 +46,9 @@ def test_pipeline_runs_data_then_skips_until_config_changes(
     assert first["filter"] == {"status": "not built", "issue": "#5"}
     table = manifest.read(first["data"]["manifest"])
     assert len(set(table.column("report_id").to_pylist())) == 20
+    kept = manifest.kept(table).to_pylist()
+    assert kept and all(r["label_source"] == "rules-v1" and r["disease_sentence"] for r in kept)
+    assert any(r["No Finding"] == 1 for r in kept)
 
     second = run_pipeline(cfg, ["data"])
     assert second["data"]["status"] == "skipped (current)"

@@ -74,3 +74,17 @@ def decode_report(data: bytes | str) -> str:
         raise DataError(
             f"report text is not valid UTF-8: bad byte 0x{data[exc.start]:02x} at offset {exc.start}"
         ) from None
+
+
+def parse_label_cell(value: str | None) -> int | None:
+    """A CheXpert-style CSV cell (``1.0``, ``0``, ``-1.0``, blank) → 1/0/-1/None; ValueError otherwise."""
+    text = (value or "").strip()
+    if not text:
+        return None
+    try:
+        number = float(text)
+    except ValueError:
+        raise ValueError(f"label value {text!r} is not 1, 0, -1 or blank") from None
+    if number not in (1.0, 0.0, -1.0):
+        raise ValueError(f"label value {text!r} is not 1, 0, -1 or blank")
+    return int(number)

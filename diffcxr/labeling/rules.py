@@ -95,7 +95,7 @@ def mention_state(sentence: str, start: int, end: int, keeps_history: bool) -> i
     cleaned = v.NOT_NEGATING.sub(" ", scope)
     if v.PRE_NEGATION.search(cleaned) or v.POST_NEGATION.match(after):
         return NEGATIVE
-    if not keeps_history and v.HISTORY.search(scope[-_HISTORY_REACH:]):
+    if not keeps_history and (v.HISTORY.search(scope[-_HISTORY_REACH:]) or v.HISTORY_ADJACENT.search(scope)):
         return None
     if (
         v.PRE_UNCERTAINTY.search(cleaned)

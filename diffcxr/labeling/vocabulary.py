@@ -258,16 +258,19 @@ POST_UNCERTAINTY = re.compile(
     r"^[\s,]*(?:(?:is|are)\s+)?(?:(?:not\s+)?(?:excluded|ruled out)|(?:is |are )?(?:possible|suspected|questioned"
     r"|likely|versus|vs|not excluded|cannot be excluded|could be|may be|can not be excluded)|or\s+\w+|\?)"
 )
-#: Historical mentions ("history of pneumonia", "status post pneumonia") are not current findings.
-HISTORY = re.compile(r"\b(?:history of|h/o|hx of|status post|s/p|previous|prior|previously treated|remote)\b")
+#: Historical mentions ("history of pneumonia", "status post pneumonia", "prior pneumonia") are not
+#: current findings. "previous"/"prior" only count right before the mention ("decreased from previous,
+#: possibly atelectasis" is current).
+HISTORY = re.compile(r"\b(?:history of|h/o|hx of|status post|s/p|previously treated)\b")
+HISTORY_ADJACENT = re.compile(r"\b(?:previous|prior|remote)\s+(?:[\w-]+\s+)?$")
 
 #: Where the scope of a preceding cue ends inside a sentence.
 SCOPE_BREAK = re.compile(
-    r";|\bbut\b|\bhowever\b|\balthough\b|\bthough\b|\bexcept\b|\bapart from\b|\baside from\b|\botherwise\b"
+    r";|\(|\)|\bbut\b|\bhowever\b|\balthough\b|\bthough\b|\bexcept\b|\bapart from\b|\baside from\b|\botherwise\b"
     r"|\bwhich\b|\bwhereas\b|,\s*(?:the|there|a|an|and the|and there|with)\b|\band (?:the|there|a|an)\b"
     r"|\bwith (?:the )?exception of\b|\bstable\b|\bunchanged\b|\bpersistent\b|\bpersists\b|\bcontinued\b"
     r"|,\s*(?:mild|mildly|moderate|small|tiny|trace|minimal|severe|new|increased|increasing|decreased|improved"
-    r"|improving|worsening|worsened|left|right|bilateral)\b"
+    r"|improving|worsening|worsened|left|right|bilateral|healed|old|chronic)\b"
 )
 
 #: Phrases that, with nothing positive or uncertain stated, make a report's "No Finding" positive.

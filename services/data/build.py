@@ -15,7 +15,7 @@ from typing import Any
 import pyarrow as pa
 
 from diffcxr import manifest
-from diffcxr.config import DataConfig
+from diffcxr.config import DataConfig, DiffCXRConfig
 from diffcxr.constants import STATUS_KEPT, STATUS_QUARANTINED
 from diffcxr.errors import ConfigError
 from services.data import iu_xray, mimic_cxr
@@ -29,10 +29,14 @@ log = logging.getLogger(__name__)
 class BuildResult:
     table: pa.Table
     reports_read: int
+    labels: dict[str, Any] | None = None
 
     @property
     def summary(self) -> dict[str, Any]:
-        return {**manifest.summary(self.table), "reports_read": self.reports_read}
+        out = {**manifest.summary(self.table), "reports_read": self.reports_read}
+        if self.labels is not None:
+            out["labels"] = self.labels
+        return out
 
 
 def read_source(cfg: DataConfig) -> tuple[list[dict[str, Any]], int]:
@@ -77,3 +81,19 @@ def build_manifest(cfg: DataConfig) -> BuildResult:
     table = manifest.to_table(rows)
     assert table.num_rows == rows_in, "manifest lost rows"  # accounting invariant
     return BuildResult(table, reports)
+
+
+def build_labeled_manifest(cfg: DiffCXRConfig) -> BuildResult:
+    """The data stage's product: the manifest of ``cfg.data`` labeled by ``cfg.labeler``."""
+    from diffcxr.labeling.factory import make_labeler
+    from services.data.labels import label_manifest
+
+    result = build_manifest(cfg.data)
+    table, stats = label_manifest(
+        result.table,
+        make_labeler(cfg.labeler),
+        cfg.labeler.uncertain_policy,
+        cfg.labeler.overwrite,
+        cfg.labeler.batch_size,
+    )
+    return BuildResult(table, result.reports_read, stats.as_dict())

@@ -16,17 +16,16 @@ missing file or column is an error naming it.
 
 from __future__ import annotations
 
-import csv
-import gzip
 import io
 import re
 import zipfile
-from collections.abc import Iterator
 from typing import Any
 
 from diffcxr import storage
 from diffcxr.constants import CHEXPERT_LABELS, FRONTAL_VIEWS, STATUS_FILTERED, STATUS_KEPT, STATUS_QUARANTINED
+from diffcxr.csvio import read_csv
 from diffcxr.errors import DataError, StorageError
+from diffcxr.labeling.base import decode_report, parse_label_cell
 
 SOURCE = "mimic_cxr_jpg"
 _SPLIT_NAMES = {"train": "train", "validate": "val", "val": "val", "test": "test"}
@@ -39,32 +38,6 @@ def _table_uri(root: str, stem: str) -> str:
         if storage.is_file(uri):
             return uri
     raise DataError(f"data.root: '{stem}.csv.gz' not found under '{root}' (MIMIC-CXR-JPG layout)")
-
-
-def read_csv(uri: str, required: tuple[str, ...]) -> Iterator[tuple[int, dict[str, str]]]:
-    """(line number, row) of a CSV or CSV.GZ; a missing required column is an error naming it."""
-    data = storage.read_bytes(uri)
-    if uri.endswith(".gz"):
-        try:
-            data = gzip.decompress(data)
-        except (OSError, EOFError) as exc:
-            raise DataError(f"'{uri}' is not a readable gzip file: {exc}") from None
-    reader = csv.DictReader(io.StringIO(data.decode("utf-8", errors="replace")))
-    missing = [c for c in required if c not in (reader.fieldnames or [])]
-    if missing:
-        raise DataError(f"'{uri}' is missing column(s) {', '.join(missing)}")
-    yield from enumerate(reader, start=2)
-
-
-def parse_label(value: str | None) -> int | None:
-    """CheXpert CSV cell → 1/0/-1/None; raises ValueError for anything else."""
-    text = (value or "").strip()
-    if not text:
-        return None
-    number = float(text)
-    if number not in (1.0, 0.0, -1.0):
-        raise ValueError(f"label value {text!r} is not 1, 0, -1 or blank")
-    return int(number)
 
 
 def split_sections(report: str) -> dict[str, str]:
@@ -96,11 +69,12 @@ class ReportStore:
             name = self.names.get(f"s{study_id}.txt")
             if name is None:
                 raise FileNotFoundError(f"report {rel} not in mimic-cxr-reports.zip")
-            return self.zip.read(name).decode("utf-8", errors="replace")
+            return decode_report(self.zip.read(name))
         try:
-            return storage.read_text(storage.join(self.folder, rel))
+            data = storage.read_bytes(storage.join(self.folder, rel))
         except StorageError:
             raise FileNotFoundError(f"report {rel} not found under '{self.folder}'") from None
+        return decode_report(data)
 
 
 def read_disk(
@@ -119,7 +93,7 @@ def read_disk(
     for line, row in read_csv(label_uri, ("study_id", *CHEXPERT_LABELS)):
         study = row["study_id"].strip()
         try:
-            labels[study] = {name: parse_label(row[name]) for name in CHEXPERT_LABELS}
+            labels[study] = {name: parse_label_cell(row[name]) for name in CHEXPERT_LABELS}
         except ValueError as exc:
             labels[study] = f"invalid label row (line {line} of chexpert CSV): {exc}"
 
@@ -156,6 +130,8 @@ def read_disk(
             base["report_text"] = " ".join(p for p in (base["findings"], base["impression"]) if p) or None
         except FileNotFoundError as exc:
             problem = f"missing report: {exc}"
+        except DataError as exc:
+            problem = f"unreadable report s{study}.txt: {exc}"
         study_labels = labels.get(study)
         if isinstance(study_labels, str):
             problem = problem or study_labels

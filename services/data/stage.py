@@ -13,7 +13,7 @@ from diffcxr.config import DiffCXRConfig
 from diffcxr.stages import StageDir, content_key
 from diffcxr.tracking import Tracker
 from services.data import iu_xray
-from services.data.build import build_manifest
+from services.data.build import build_labeled_manifest
 
 log = logging.getLogger(__name__)
 STAGE = "data"
@@ -43,7 +43,10 @@ def source_identity(cfg: DiffCXRConfig) -> dict[str, Any]:
 
 
 def stage_key(cfg: DiffCXRConfig) -> str:
-    return content_key(STAGE, cfg.to_dict()["data"], source_identity(cfg))
+    from diffcxr.labeling.rules import VERSION as RULES_VERSION
+
+    config = cfg.to_dict()
+    return content_key(STAGE, config["data"], config["labeler"], RULES_VERSION, source_identity(cfg))
 
 
 def run(cfg: DiffCXRConfig, tracker: Tracker | None = None, force: bool = False) -> dict[str, Any]:
@@ -64,18 +67,26 @@ def run(cfg: DiffCXRConfig, tracker: Tracker | None = None, force: bool = False)
             "summary": marker.get("summary", {}),
             "key": key,
         }
-    result = build_manifest(cfg.data)
+    result = build_labeled_manifest(cfg)
     uri = stage.path("manifest.parquet")
     manifest.write(result.table, uri)
     summary = result.summary
     if tracker is not None:
-        tracker.log_params({"data": cfg.to_dict()["data"], "data.manifest_uri": uri, "data.key": key})
+        config = cfg.to_dict()
+        tracker.log_params(
+            {"data": config["data"], "labeler": config["labeler"], "data.manifest_uri": uri, "data.key": key}
+        )
         tracker.log_metrics(
             {
                 "data.rows": summary["rows"],
                 **{f"data.rows_{status}": n for status, n in summary["status"].items()},
                 **{f"data.kept_{split}": n for split, n in summary["kept_by_split"].items()},
                 "data.reports": summary["reports"],
+                "data.label_seconds": summary["labels"]["seconds"],
+                **{
+                    "data.positive_" + name.lower().replace(" ", "_"): n
+                    for name, n in summary["labels"]["positive_rows"].items()
+                },
             }
         )
         tracker.log_dict(summary, "data/manifest_summary.json")
