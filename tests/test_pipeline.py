@@ -107,7 +107,9 @@ def test_cli_pipeline_and_data_commands(tmp_path: Path, home: Path) -> None:
     assert res.returncode == 2 and "not built yet" in res.stderr
 
 
-@pytest.mark.parametrize("group", ["config", "data", "filter", "text", "diffusion", "eval", "storage", "pipeline"])
+@pytest.mark.parametrize(
+    "group", ["config", "data", "label", "filter", "text", "diffusion", "eval", "storage", "pipeline"]
+)
 def test_help_everywhere(group: str) -> None:
     res = subprocess.run([sys.executable, "-m", "diffcxr.cli", group, "--help"], capture_output=True, text=True)
     assert res.returncode == 0 and "usage: diffcxr" in res.stdout
