@@ -1,0 +1,1 @@
+"""Frozen pretrained autoencoders that define Diff-CXR's latent space."""
