@@ -1,0 +1,1 @@
+"""Report-conditioned chest radiograph phantoms: the benchmark with known ground truth."""
