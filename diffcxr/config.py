@@ -82,6 +82,10 @@ class DataConfig(Section):
     )
     split_salt: str = Field("diffcxr-split-v1", description="Salt of the hash split by report id.")
     verify_images: bool = Field(True, description="Decode every image once while building the manifest.")
+    images: Literal["dataset", "phantom"] = Field(
+        "dataset", description="dataset: the source's own images; phantom: render one per report from its labels."
+    )
+    phantom_seeds: int = Field(1, ge=1, description="Phantoms rendered per report (different seeds).")
     noise_rate: float = Field(0.0, ge=0.0, le=1.0, description="Phantoms: fraction with injected noise.")
 
     @model_validator(mode="after")

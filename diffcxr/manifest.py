@@ -42,6 +42,7 @@ _TAIL_FIELDS: list[pa.Field] = [
     pa.field("label_details", pa.string()),  # JSON: {observation: {"laterality": ..., "severity": ...}}
     pa.field("disease_sentence", pa.string()),
     pa.field("noise_kind", pa.string()),
+    pa.field("phantom", pa.string()),  # JSON ground truth of a rendered phantom (seed, findings drawn, anatomy)
     pa.field("status", pa.string(), nullable=False),
     pa.field("reason", pa.string()),
 ]

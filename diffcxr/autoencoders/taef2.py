@@ -36,12 +36,18 @@ class Block(nn.Module):
 
     def __init__(self, channels: int = 64, pool: bool = False) -> None:
         super().__init__()
-        self.conv = nn.Sequential(conv(channels, channels), nn.ReLU(), conv(channels, channels), nn.ReLU(),
-                                  conv(channels, channels))
+        self.conv = nn.Sequential(
+            conv(channels, channels), nn.ReLU(), conv(channels, channels), nn.ReLU(), conv(channels, channels)
+        )
         self.pool = (
-            nn.Sequential(nn.Conv2d(channels, 4 * channels, 1, bias=False), nn.GroupNorm(4, 4 * channels), nn.ReLU(),
-                          nn.Conv2d(4 * channels, channels, 1, bias=False))
-            if pool else None
+            nn.Sequential(
+                nn.Conv2d(channels, 4 * channels, 1, bias=False),
+                nn.GroupNorm(4, 4 * channels),
+                nn.ReLU(),
+                nn.Conv2d(4 * channels, channels, 1, bias=False),
+            )
+            if pool
+            else None
         )
         self.fuse = nn.ReLU()
 
@@ -53,10 +59,20 @@ class Block(nn.Module):
 
 def make_encoder(c: int = 64) -> nn.Sequential:
     return nn.Sequential(
-        conv(3, c), Block(c),
-        conv(c, c, stride=2, bias=False), Block(c), Block(c), Block(c),
-        conv(c, c, stride=2, bias=False), Block(c), Block(c), Block(c),
-        conv(c, c, stride=2, bias=False), Block(c, True), Block(c, True), Block(c, True),
+        conv(3, c),
+        Block(c),
+        conv(c, c, stride=2, bias=False),
+        Block(c),
+        Block(c),
+        Block(c),
+        conv(c, c, stride=2, bias=False),
+        Block(c),
+        Block(c),
+        Block(c),
+        conv(c, c, stride=2, bias=False),
+        Block(c, True),
+        Block(c, True),
+        Block(c, True),
         conv(c, LATENT_CHANNELS),
     )
 
@@ -64,11 +80,26 @@ def make_encoder(c: int = 64) -> nn.Sequential:
 def make_decoder(c: int = 64) -> nn.Sequential:
     up = nn.Upsample(scale_factor=2)
     return nn.Sequential(
-        Clamp(), conv(LATENT_CHANNELS, c), nn.ReLU(),
-        Block(c, True), Block(c, True), Block(c, True), up, conv(c, c, bias=False),
-        Block(c), Block(c), Block(c), up, conv(c, c, bias=False),
-        Block(c), Block(c), Block(c), up, conv(c, c, bias=False),
-        Block(c), conv(c, 3),
+        Clamp(),
+        conv(LATENT_CHANNELS, c),
+        nn.ReLU(),
+        Block(c, True),
+        Block(c, True),
+        Block(c, True),
+        up,
+        conv(c, c, bias=False),
+        Block(c),
+        Block(c),
+        Block(c),
+        up,
+        conv(c, c, bias=False),
+        Block(c),
+        Block(c),
+        Block(c),
+        up,
+        conv(c, c, bias=False),
+        Block(c),
+        conv(c, 3),
     )
 
 

@@ -44,9 +44,11 @@ def source_identity(cfg: DiffCXRConfig) -> dict[str, Any]:
 
 def stage_key(cfg: DiffCXRConfig) -> str:
     from diffcxr.labeling.rules import VERSION as RULES_VERSION
+    from services.data.phantom.render import RENDERER_VERSION
 
     config = cfg.to_dict()
-    return content_key(STAGE, config["data"], config["labeler"], RULES_VERSION, source_identity(cfg))
+    renderer = RENDERER_VERSION if cfg.data.images == "phantom" else None
+    return content_key(STAGE, config["data"], config["labeler"], RULES_VERSION, renderer, source_identity(cfg))
 
 
 def run(cfg: DiffCXRConfig, tracker: Tracker | None = None, force: bool = False) -> dict[str, Any]:
@@ -67,7 +69,12 @@ def run(cfg: DiffCXRConfig, tracker: Tracker | None = None, force: bool = False)
             "summary": marker.get("summary", {}),
             "key": key,
         }
-    result = build_labeled_manifest(cfg)
+    if cfg.data.images == "phantom":
+        from services.data.phantom.dataset import build_phantom_dataset
+
+        result = build_phantom_dataset(cfg, stage.uri)
+    else:
+        result = build_labeled_manifest(cfg)
     uri = stage.path("manifest.parquet")
     manifest.write(result.table, uri)
     summary = result.summary

@@ -133,5 +133,6 @@ def evaluate(train: int, test: int, size: int, epochs: int, workers: int = 2, se
     x_tr, y_tr = make_dataset(1_000_000 + seed * 100_000, train, size, workers)
     x_te, y_te = make_dataset(2_000_000 + seed * 100_000, test, size, workers)
     model = train_cnn(x_tr, y_tr, epochs=epochs, seed=seed)
-    return LearnabilityResult(per_disease_auc(y_te, predict(model, x_te)),
-                              per_disease_auc(y_te, simple_baseline(x_tr, y_tr, x_te)))
+    return LearnabilityResult(
+        per_disease_auc(y_te, predict(model, x_te)), per_disease_auc(y_te, simple_baseline(x_tr, y_tr, x_te))
+    )

@@ -54,7 +54,7 @@ def lateral_view(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 def non_chest(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """An abdominal/pelvic film instead of a chest: pelvic ring, lumbar spine, bowel gas."""
     cv = Canvas(img.shape[0])
-    body = ((np.abs(cv.u - 0.5) < 0.42)).astype(np.float32)
+    body = (np.abs(cv.u - 0.5) < 0.42).astype(np.float32)
     spine = ((np.abs(cv.u - 0.5) < 0.04) & (cv.v < 0.7)).astype(np.float32)
     pelvis = np.clip(cv.ellipse(0.5, 0.8, 0.3, 0.16) - cv.ellipse(0.5, 0.8, 0.24, 0.11), 0, 1)
     att = 0.55 * body + 0.25 * spine + 0.3 * pelvis

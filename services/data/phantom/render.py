@@ -96,12 +96,16 @@ def resolve_findings(
         if name in BILATERAL:
             side = "bilateral"
         elif side not in SIDES:
-            side = str(rng.choice(["right", "left", "bilateral"], p=[0.4, 0.4, 0.2]) if name == "Pleural Effusion"
-                       else rng.choice(["right", "left"]))
+            side = str(
+                rng.choice(["right", "left", "bilateral"], p=[0.4, 0.4, 0.2])
+                if name == "Pleural Effusion"
+                else rng.choice(["right", "left"])
+            )
         severity = given.get("severity")
         if severity not in fx.SEVERITY_SCALE:
-            severity = str(rng.choice(["mild", "moderate", "large"] if name != "Lung Lesion" else
-                                      ["small", "moderate", "large"]))
+            severity = str(
+                rng.choice(["mild", "moderate", "large"] if name != "Lung Lesion" else ["small", "moderate", "large"])
+            )
         chosen[name] = {"laterality": side, "severity": severity}
     for note in notes:
         log.info("phantom: %s", note)
