@@ -78,7 +78,10 @@ def test_pipeline_with_an_s3_run_root(s3_bucket: str, tmp_path: Path, home: Path
     out = run_pipeline(cfg, ["data"])
     assert out["data"]["manifest"] == f"{s3_bucket}/runs/data/manifest.parquet"
     assert storage.exists(f"{s3_bucket}/runs/data/_stage.json")
-    assert manifest.read(out["data"]["manifest"]).num_rows > 20
+    table = manifest.read(out["data"]["manifest"])
+    assert table.num_rows == 20 and set(table.column("source").to_pylist()) == {"phantom"}  # tiny renders phantoms
+    images = [u for u in table.column("image_uri").to_pylist() if u]
+    assert images and all(u.startswith(f"{s3_bucket}/runs/data/images/") and storage.exists(u) for u in images)
     assert run_pipeline(cfg, ["data"])["data"]["status"] == "skipped (current)"
 
 
