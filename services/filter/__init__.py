@@ -1,5 +1,2 @@
-"""Filter service: Latent Noise Filtering (LNFS) on Ray Data.
-
-Not built yet: tracked in issue #5. The CLI group `diffcxr filter` and the pipeline
-stage of the same name say so instead of pretending to run.
-"""
+"""Filter service: Latent Noise Filtering (LNFS) — encode images on Ray Data, score them in latent space,
+drop the noisy ones (K-means → latent U-shaped autoencoder → discriminator)."""
