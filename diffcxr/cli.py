@@ -22,7 +22,6 @@ log = logging.getLogger("diffcxr")
 
 #: Stages whose services are still being built, with the issue that builds them.
 PLANNED_STAGES: dict[str, tuple[str, str]] = {
-    "filter": ("Latent Noise Filtering (LNFS) on Ray Data: encode, score and drop noisy images", "#5"),
     "text": ("BiomedCLIP-style text encoder and the information squeeze, trained on Ray Train", "#6"),
     "diffusion": ("U-ViT denoiser and disease-knowledge adapter: training, sampling, FLOPs", "#7"),
     "eval": ("FID, per-disease AUC, compute and latency, and the paper's tables", "#9"),
@@ -191,6 +190,26 @@ def cmd_label(args: argparse.Namespace) -> int:
     return 0
 
 
+# ----------------------------------------------------------------------------- filter
+
+
+def cmd_filter(args: argparse.Namespace) -> int:
+    from services.filter import stage
+
+    cfg = _load(args)
+    tracker = None
+    if args.track:
+        from diffcxr.tracking import Tracker
+
+        tracker = Tracker.from_config(cfg)
+        with tracker.run("filter", tags={"diffcxr.stage": "filter", "diffcxr.profile": cfg.project.profile}):
+            outcome = stage.run(cfg, tracker, args.manifest, args.out, force=args.force)
+    else:
+        outcome = stage.run(cfg, None, args.manifest, args.out, force=args.force)
+    _print_json({k: v for k, v in outcome.items() if k != "key"})
+    return 0
+
+
 # ----------------------------------------------------------------------------- storage
 
 
@@ -318,6 +337,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="relabel rows whose labels came with the dataset")
     _add_config_args(p)
     p.set_defaults(func=cmd_label)
+
+    p = groups.add_parser(
+        "filter",
+        help="Latent Noise Filtering (LNFS) on Ray Data: encode images, score them, drop the noisy ones",
+        description="Encode a manifest's kept images with the frozen autoencoder (Ray Data actor pool), score them "
+        "with K-means → latent U-Net autoencoder → discriminator, and write latents/, scores.parquet, the filtered "
+        "manifest.parquet and figures/ under --out. Runs in a Ray job as `python -m services.filter ...`.",
+    )
+    p.add_argument("--manifest", help="input manifest URI (default: <run_root>/data/manifest.parquet)")
+    p.add_argument("--out", help="output folder URI (default: <run_root>/filter/, with stage skipping)")
+    p.add_argument("--force", action="store_true", help="re-run even if the stage is current")
+    p.add_argument("--track", action="store_true", help="log params, metrics and figures to MLflow")
+    _add_config_args(p)
+    p.set_defaults(func=cmd_filter)
 
     for stage, (what, issue) in PLANNED_STAGES.items():
         g = groups.add_parser(

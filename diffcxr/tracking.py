@@ -150,6 +150,10 @@ class Tracker:
     def log_figure(self, figure: Any, artifact_file: str) -> None:
         mlflow.log_figure(figure, artifact_file)
 
+    def log_image(self, image: Any, artifact_file: str) -> None:
+        """A PIL image or numpy array as a PNG artefact."""
+        mlflow.log_image(image, artifact_file=artifact_file)
+
     def log_dict(self, data: Mapping[str, Any], artifact_file: str) -> None:
         mlflow.log_dict(dict(data), artifact_file)
 

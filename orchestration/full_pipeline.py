@@ -39,10 +39,16 @@ def _data_stage(cfg: DiffCXRConfig, tracker: Tracker, force: bool) -> dict[str, 
     return stage.run(cfg, tracker, force=force)
 
 
+def _filter_stage(cfg: DiffCXRConfig, tracker: Tracker, force: bool) -> dict[str, Any]:
+    from services.filter import stage
+
+    return stage.run(cfg, tracker, force=force)
+
+
 #: Every stage in order; a string instead of a function = not built yet (the issue that builds it).
 STAGES: dict[str, StageFn | str] = {
     "data": _data_stage,
-    "filter": "#5",
+    "filter": _filter_stage,
     "text": "#6",
     "diffusion": "#7",
     "adapter": "#7",

@@ -79,3 +79,23 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("DIFFCXR_HOME", str(tmp_path))
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     return tmp_path
+
+
+@pytest.fixture(scope="session")
+def ray_local(s3_endpoint: str) -> Iterator[None]:
+    """One in-process local Ray cluster for the session (started after the S3 endpoint is known,
+    so its workers inherit it)."""
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(
+            address="local",
+            num_cpus=2,
+            include_dashboard=False,
+            object_store_memory=1 << 30,
+            log_to_driver=False,
+            configure_logging=False,
+            runtime_env={"env_vars": {k: v for k, v in os.environ.items() if k.startswith(("AWS_", "DIFFCXR_"))}},
+        )
+    yield
+    ray.shutdown()

@@ -38,13 +38,14 @@ def test_stage_selection() -> None:
 
 @pytest.mark.mlflow
 def test_pipeline_runs_data_then_skips_until_config_changes(
-    tmp_path: Path, mlflow_server: str, experiment_name: str
+    tmp_path: Path, mlflow_server: str, experiment_name: str, ray_local: None
 ) -> None:
     cfg = _cfg(str(tmp_path / "runs"), mlflow_server, experiment_name)
     first = run_pipeline(cfg, select_stages(None, None))
     assert first["data"]["status"] == "done"
-    assert first["filter"] == {"status": "not built", "issue": "#5"}
+    assert first["filter"]["status"] == "done" and first["text"] == {"status": "not built", "issue": "#6"}
     table = manifest.read(first["data"]["manifest"])
+    assert manifest.read(first["filter"]["manifest"]).num_rows == table.num_rows
     assert len(set(table.column("report_id").to_pylist())) == 20
     kept = manifest.kept(table).to_pylist()
     assert kept and all(r["label_source"] == "rules-v1" and r["disease_sentence"] for r in kept)
@@ -61,15 +62,16 @@ def test_pipeline_runs_data_then_skips_until_config_changes(
         [client.get_experiment_by_name(experiment_name).experiment_id],
         f"tags.mlflow.parentRunId = '{first['mlflow_run_id']}'",
     )
-    assert [r.data.tags["diffcxr.stage"] for r in children] == ["data"]
-    assert children[0].data.metrics["data.rows"] == table.num_rows
-    assert children[0].data.params["data.manifest_uri"] == first["data"]["manifest"]
+    data_run = next(r for r in children if r.data.tags["diffcxr.stage"] == "data")
+    assert {r.data.tags["diffcxr.stage"] for r in children} == {"data", "filter"}
+    assert data_run.data.metrics["data.rows"] == table.num_rows
+    assert data_run.data.params["data.manifest_uri"] == first["data"]["manifest"]
 
 
 def test_only_a_stage_that_is_not_built_is_an_error(tmp_path: Path, home: Path) -> None:
     cfg = _cfg(str(tmp_path / "runs"), f"sqlite:///{tmp_path}/m.db", "exp")
-    with pytest.raises(DiffCXRError, match="stage 'filter' is not built yet \\(issue #5\\)"):
-        run_pipeline(cfg, ["filter"])
+    with pytest.raises(DiffCXRError, match="stage 'text' is not built yet \\(issue #6\\)"):
+        run_pipeline(cfg, ["text"])
 
 
 @pytest.mark.s3
@@ -106,7 +108,7 @@ def test_cli_pipeline_and_data_commands(tmp_path: Path, home: Path) -> None:
     )
     assert res.returncode == 0, res.stderr
     assert "[1/1] data: done" in res.stdout and (home / "var/runs/tiny/data/manifest.parquet").is_file()
-    res = subprocess.run([*run, "filter"], capture_output=True, text=True)
+    res = subprocess.run([*run, "text"], capture_output=True, text=True)
     assert res.returncode == 2 and "not built yet" in res.stderr
 
 
