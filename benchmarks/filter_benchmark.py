@@ -49,6 +49,7 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=128)
     parser.add_argument("--noise-rate", type=float, default=0.05)
     parser.add_argument("--max-reports", type=int, default=None)
+    parser.add_argument("--reuse", action="store_true", help="reuse var/bench latents (skip render + encode)")
     args = parser.parse_args()
     cfg = load_config(
         "small",
@@ -60,17 +61,25 @@ def main() -> None:
             "ray.data_cpus_per_actor=0.75",
         ],
     )
-    with tempfile.TemporaryDirectory() as tmp:
-        table = build_phantom_dataset(cfg, tmp).table
-        rows = [r for r in manifest.kept(table).to_pylist() if r["image_uri"]]
-        torch.set_num_threads(2)
-        _, plain_seconds = encode_in_process(rows, cfg)
-        import ray
+    keep = Path(__file__).resolve().parent.parent / "var" / "bench" / f"filter_{args.size}"
+    if args.reuse and (keep / "manifest.parquet").exists():
+        rows = [r for r in manifest.kept(manifest.read(str(keep / "manifest.parquet"))).to_pylist() if r["image_uri"]]
+        timings = json.loads((keep / "encode.json").read_text())
+        plain_seconds, ray_seconds = timings["plain"], timings["ray"]
+    else:
+        with tempfile.TemporaryDirectory() as tmp:
+            table = build_phantom_dataset(cfg, tmp).table
+            rows = [r for r in manifest.kept(table).to_pylist() if r["image_uri"]]
+            torch.set_num_threads(2)
+            _, plain_seconds = encode_in_process(rows, cfg)
+            import ray
 
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-        ray_seconds = encode_with_ray(rows, cfg, os.path.join(tmp, "latents"))
-        ray.shutdown()
-        ids, latents, errors, ae_id = read_latents(os.path.join(tmp, "latents"), cfg.latent_shape)
+            ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+            ray_seconds = encode_with_ray(rows, cfg, str(keep / "latents"))
+            ray.shutdown()
+        manifest.write(table, str(keep / "manifest.parquet"))
+        (keep / "encode.json").write_text(json.dumps({"plain": plain_seconds, "ray": ray_seconds}))
+    ids, latents, errors, ae_id = read_latents(str(keep / "latents"), cfg.latent_shape)
     by_id = {r["sample_id"]: r for r in rows}
     started = time.perf_counter()
     result = run_lnfs(latents, cfg.filter, cfg.project.seed)

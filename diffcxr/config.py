@@ -127,9 +127,14 @@ class FilterConfig(Section):
     encode_batch_size: int = Field(32, ge=1, description="Images per batch in the Ray Data encode actors.")
     pca_dims: int | None = Field(64, ge=2, description="PCA of flattened latents before K-means (null = none).")
     kmeans_clusters: int = Field(8, ge=1)
+    min_cluster_fraction: float = Field(
+        0.05, ge=0, lt=1, description="Clusters smaller than this share give no typical normal (outlier clusters)."
+    )
     normal_quantile: float = Field(0.5, gt=0, lt=1, description="Closest fraction per cluster = typical normal.")
     noisy_fraction: float = Field(0.05, gt=0, lt=1, description="Worst reconstruction errors (of all) = typical noisy.")
-    threshold: float = Field(0.5, gt=0, lt=1, description="Drop when the combined score is at least this.")
+    threshold: float = Field(
+        0.97, gt=0, lt=1, description="Drop when √(recon-error percentile × discriminator) is at least this."
+    )
     drop_fraction: float = Field(0.1, ge=0, lt=1, description="Upper bound on the fraction of rows dropped.")
     lae_base_channels: int = Field(64, ge=1)
     lae_steps: int = Field(2000, ge=1)

@@ -144,8 +144,11 @@ def read_latents(uri: str, latent_shape: tuple[int, int, int]) -> tuple[list[str
         ids.append(sid)
         ae_ids.add(ae_id)
         latents.append(np.frombuffer(blob, dtype=np.float16).reshape(latent_shape))
+    order = sorted(range(len(ids)), key=ids.__getitem__)  # shard order depends on scheduling; results must not
+    ids = [ids[i] for i in order]
+    latents = [latents[i] for i in order]
     stacked = np.stack(latents).astype(np.float32) if latents else np.zeros((0, *latent_shape), np.float32)
-    return ids, stacked, errors, ",".join(sorted(ae_ids))
+    return ids, stacked, dict(sorted(errors.items())), ",".join(sorted(ae_ids))
 
 
 def init_ray(cfg: DiffCXRConfig) -> None:

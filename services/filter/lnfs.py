@@ -111,14 +111,24 @@ def kmeans_stage(flat: np.ndarray, cfg: FilterConfig, seed: int) -> tuple[np.nda
         MiniBatchKMeans(k, random_state=seed, n_init=3) if len(flat) > 20000 else KMeans(k, random_state=seed, n_init=4)
     )
     clusters = algo.fit_predict(flat)
-    dist = np.linalg.norm(flat - algo.cluster_centers_[clusters], axis=1)
+    sizes = np.bincount(clusters, minlength=k)
+    big = sizes >= max(2, cfg.min_cluster_fraction * len(flat))  # a small, tight group of odd images is no "norm"
+    if not big.any():
+        big[:] = True
+    centres = algo.cluster_centers_[big]
+    nearest_big = np.linalg.norm(flat[:, None, :] - centres[None], axis=2).argmin(1)
+    dist = np.linalg.norm(flat - centres[nearest_big], axis=1)
     relative = np.zeros_like(dist)
     normal = np.zeros(len(flat), dtype=bool)
-    for c in range(k):
-        members = clusters == c
+    for c in range(len(centres)):
+        members = nearest_big == c
+        if not members.any():
+            continue
         median = np.median(dist[members]) or 1.0
         relative[members] = dist[members] / median
-        normal[members] = dist[members] <= np.quantile(dist[members], cfg.normal_quantile)
+        in_big = members & big[clusters]
+        if in_big.any():
+            normal[in_big] = dist[in_big] <= np.quantile(dist[in_big], cfg.normal_quantile)
     return relative, clusters, normal
 
 

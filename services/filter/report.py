@@ -93,9 +93,15 @@ def detection_metrics(result: LNFSResult, noise_kinds: list[str | None]) -> dict
     for key in SCORES:
         out[f"auroc_{key}"] = round(float(roc_auc_score(noisy, getattr(result, key))), 4)
     tp = int((result.dropped & noisy).sum())
-    out["dropped"] = int(result.dropped.sum())
-    out["precision"] = round(tp / max(1, int(result.dropped.sum())), 4)
+    k = int(result.dropped.sum())
+    out["dropped"] = k
+    out["precision"] = round(tp / max(1, k), 4)
     out["recall"] = round(tp / int(noisy.sum()), 4)
+    # the same number of drops chosen by one score alone: does the full decision pick better ones?
+    for key in ("kmeans_distance", "recon_error"):
+        top = np.zeros(len(noisy), dtype=bool)
+        top[np.argsort(-getattr(result, key))[:k]] = True
+        out[f"precision_at_same_drops_{key}"] = round(float((top & noisy).sum()) / max(1, k), 4)
     per_kind: dict[str, Any] = {}
     clean = ~noisy
     for kind in sorted({k for k in noise_kinds if k}):
