@@ -18,6 +18,10 @@ DEFAULTS: dict[str, str] = {
     "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
     "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
     "AWS_EC2_METADATA_DISABLED": "true",
+    # Ray 2.60 turns on token auth for any local ray.init() and writes ~/.ray/auth_token, after which a
+    # later `ray start` requires tokens that `ray job submit` clients do not send. The clusters Diff-CXR
+    # starts bind to 127.0.0.1 only; set RAY_AUTH_MODE=token yourself for a shared cluster.
+    "RAY_AUTH_MODE": "disabled",
 }
 
 

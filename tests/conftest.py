@@ -81,10 +81,10 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return tmp_path
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def ray_local(s3_endpoint: str) -> Iterator[None]:
-    """One in-process local Ray cluster for the session (started after the S3 endpoint is known,
-    so its workers inherit it)."""
+    """An in-process local Ray cluster per test module (started after the S3 endpoint is known, so its
+    workers inherit it), shut down afterwards so that other modules can start their own Ray head."""
     import ray
 
     if not ray.is_initialized():

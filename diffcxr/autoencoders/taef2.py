@@ -104,16 +104,22 @@ def make_decoder(c: int = 64) -> nn.Sequential:
 
 
 def default_weights_dir() -> Path:
-    """$DIFFCXR_TAEF2_DIR, else ``../shared/weights/taef2`` next to the checkout (or the cwd)."""
+    """$DIFFCXR_TAEF2_DIR, else ``../shared/weights/taef2`` beside the checkout.
+
+    The checkout is ``$DIFFCXR_HOME`` when set (a Ray job runs from a temporary copy
+    of the working directory, which has no ``../shared``), else this package's own
+    checkout, else the current directory.
+    """
     env = os.environ.get("DIFFCXR_TAEF2_DIR")
     if env:
         return Path(env)
-    here = Path(__file__).resolve().parents[2]
-    for base in (here, Path.cwd()):
+    bases = [Path(p) for p in (os.environ.get("DIFFCXR_HOME"),) if p]
+    bases += [Path(__file__).resolve().parents[2], Path.cwd()]
+    for base in bases:
         candidate = base.parent / "shared" / "weights" / "taef2"
         if candidate.is_dir():
             return candidate
-    return here.parent / "shared" / "weights" / "taef2"
+    return bases[0].parent / "shared" / "weights" / "taef2"
 
 
 class TAEF2(nn.Module):

@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import multiprocessing
 import os
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -101,7 +102,7 @@ def render_rows(rows: list[dict[str, Any]], size: int, workers: int) -> int:
         labels = {name: row[name] for name in CHEXPERT_LABELS}
         jobs.append((row["image_uri"], labels, details, json.loads(row["phantom"])["seed"], size, row["noise_kind"]))
     if workers > 1 and len(jobs) > 64:
-        with ProcessPoolExecutor(workers) as pool:
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("forkserver")) as pool:
             results = list(pool.map(_render_and_write, jobs, chunksize=32))
     else:
         results = [_render_and_write(j) for j in jobs]

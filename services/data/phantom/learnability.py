@@ -9,6 +9,7 @@ small run) and by ``benchmarks/phantom_learnability.py`` (a larger one).
 
 from __future__ import annotations
 
+import multiprocessing
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 
@@ -39,7 +40,7 @@ def make_dataset(first_seed: int, count: int, size: int, workers: int = 2) -> tu
     """(images uint8 (N, S, S), labels (N, 11)) for seeds first_seed … first_seed+count-1."""
     jobs = [(first_seed + i, size) for i in range(count)]
     if workers > 1:
-        with ProcessPoolExecutor(workers) as pool:
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("forkserver")) as pool:
             out = list(pool.map(_render_one, jobs, chunksize=32))
     else:
         out = [_render_one(j) for j in jobs]
