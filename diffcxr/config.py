@@ -411,7 +411,7 @@ def config_from_dict(data: dict[str, Any]) -> DiffCXRConfig:
 def add_config_arguments(parser: argparse.ArgumentParser, *flags: str) -> None:
     """The profile and ``--set`` options, identical in every entry point (dest: profile, overrides)."""
     parser.add_argument(
-        *(flags or ("-p", "--profile")),
+        *(flags or ("-p", "--profile", "--config")),
         dest="profile",
         default="tiny",
         help="profile name (tiny, small, paper) or a YAML file (default: tiny)",
