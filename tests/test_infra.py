@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -26,7 +27,10 @@ def test_interrupted_start_stops_the_process(tmp_path: Path) -> None:
     pids: list[int] = []
 
     def interrupted() -> bool:
-        pids.extend(int(p) for p in os.listdir("/proc") if p.isdigit() and _is_sleeper(int(p)))
+        deadline = time.time() + 10  # the child may not have exec'd its command line yet
+        while not pids and time.time() < deadline:
+            pids.extend(int(p) for p in os.listdir("/proc") if p.isdigit() and _is_sleeper(int(p)))
+            time.sleep(0.05)
         raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
