@@ -10,12 +10,14 @@ rows in = kept + filtered + quarantined and nothing disappears silently.
 
 from __future__ import annotations
 
+import io
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from diffcxr import storage
 from diffcxr.constants import CHEXPERT_LABELS, LABEL_VALUES, SPLITS, STATUS_KEPT, STATUSES
@@ -121,7 +123,16 @@ def conform(table: pa.Table) -> pa.Table:
 
 
 def read(uri: str) -> pa.Table:
-    return conform(storage.read_parquet(uri))
+    return parse(storage.read_bytes(uri), uri)
+
+
+def parse(data: bytes, uri: str = "<bytes>") -> pa.Table:
+    """A manifest from Parquet bytes already read (e.g. when the caller also hashes them)."""
+    try:
+        table = pq.read_table(io.BytesIO(data))
+    except (pa.ArrowException, OSError) as exc:
+        raise DataError(f"'{uri}' is not a readable Parquet manifest: {exc}") from None
+    return conform(table)
 
 
 def write(table: pa.Table, uri: str) -> None:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import asdict
 from typing import Any
 
 import numpy as np
@@ -97,7 +96,7 @@ def encode_with_ray(rows: list[dict[str, Any]], cfg: DiffCXRConfig, out_uri: str
     ds = ds.map_batches(
         EncodeActor,
         fn_constructor_kwargs={
-            "autoencoder": asdict_cfg(cfg.autoencoder),
+            "autoencoder": cfg.autoencoder.model_dump(mode="json"),
             "threads": max(1, int(cfg.ray.data_cpus_per_actor)),
         },
         compute=ray.data.ActorPoolStrategy(size=cfg.ray.data_pool_size),
@@ -126,10 +125,6 @@ def encode_in_process(rows: list[dict[str, Any]], cfg: DiffCXRConfig, batch: int
         decoded = read_and_decode(chunk, cfg.data.image_size)
         out += list(encode_images(ae, decoded["image"], decoded["error"]))
     return out, time.perf_counter() - started
-
-
-def asdict_cfg(section: Any) -> dict[str, Any]:
-    return section.model_dump(mode="json") if hasattr(section, "model_dump") else asdict(section)
 
 
 def read_latents(uri: str, latent_shape: tuple[int, int, int]) -> tuple[list[str], np.ndarray, dict[str, str], str]:

@@ -37,9 +37,9 @@ def default_manifest(cfg: DiffCXRConfig) -> str:
     return StageDir(cfg.run_root, "data").path("manifest.parquet")
 
 
-def stage_key(cfg: DiffCXRConfig, manifest_uri: str) -> str:
+def stage_key(cfg: DiffCXRConfig, manifest_bytes: bytes) -> str:
     config = cfg.to_dict()
-    digest = hashlib.sha256(storage.read_bytes(manifest_uri)).hexdigest()[:16]
+    digest = hashlib.sha256(manifest_bytes).hexdigest()[:16]
     return content_key(
         STAGE, config["filter"], config["autoencoder"], config["data"]["image_size"], cfg.project.seed, digest
     )
@@ -71,12 +71,13 @@ def run(
     manifest_uri = manifest_uri or default_manifest(cfg)
     stage = StageDir(cfg.run_root, STAGE) if out_uri is None else None
     out = out_uri or stage.uri
-    key = stage_key(cfg, manifest_uri)  # reads the manifest: a missing URI fails here, naming it
+    manifest_bytes = storage.read_bytes(manifest_uri)  # read once: a missing URI fails here, naming it
+    key = stage_key(cfg, manifest_bytes)
     if stage and not force and stage.is_current(key):
         marker = stage.marker() or {}
         return {"skipped": True, **marker.get("outputs", {}), "summary": marker.get("summary", {}), "key": key}
     started = time.perf_counter()
-    table = manifest.read(manifest_uri)
+    table = manifest.parse(manifest_bytes, manifest_uri)
     rows = table.to_pylist()
     candidates = [r for r in rows if r["status"] == STATUS_KEPT and r["image_uri"]]
     if not candidates:
