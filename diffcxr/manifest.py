@@ -113,8 +113,44 @@ def _check_values(table: pa.Table, column: str, allowed: set[Any], allow_null: b
         )
 
 
+TEXT_COLUMNS: tuple[str, ...] = ("report_text", "findings", "impression", "disease_sentence")
+
+
+def check_utf8(table: pa.Table) -> None:
+    """Reject report text that is not valid UTF-8, naming the row, the column and the bad byte.
+
+    Parquet string columns written by other tools are not always validated; a
+    silently replaced byte could change a report's words, so ingestion refuses.
+    """
+    from diffcxr.labeling.base import decode_report
+
+    for name in TEXT_COLUMNS:
+        if name not in table.column_names:
+            continue
+        column = table.column(name)
+        if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
+            try:
+                column.validate(full=True)
+                continue
+            except pa.ArrowInvalid:
+                pass
+        elif not (pa.types.is_binary(column.type) or pa.types.is_large_binary(column.type)):
+            continue
+        raw = column.cast(pa.large_binary()) if not pa.types.is_large_binary(column.type) else column
+        ids = table.column("sample_id").to_pylist() if "sample_id" in table.column_names else None
+        for row, value in enumerate(raw.to_pylist()):
+            if value is None:
+                continue
+            try:
+                decode_report(value)
+            except DataError as exc:
+                where = f"sample_id '{ids[row]}'" if ids else f"row {row}"
+                raise DataError(f"manifest {where}: column '{name}': {exc}") from None
+
+
 def conform(table: pa.Table) -> pa.Table:
     """Cast a table read from disk to the current schema (order, types, metadata), then validate."""
+    check_utf8(table)
     validate(table)
     try:
         return table.select(list(COLUMNS)).cast(MANIFEST_SCHEMA)

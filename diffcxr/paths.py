@@ -19,3 +19,15 @@ def resolve_local(uri: str) -> str:
     if "://" in uri or Path(uri).expanduser().is_absolute():
         return str(Path(uri).expanduser()) if "://" not in uri else uri
     return str(home() / uri)
+
+
+def shared_dir(*parts: str) -> Path:
+    """``../shared/<parts>`` beside the checkout ($DIFFCXR_HOME, this package's checkout, or the cwd).
+
+    The first existing candidate wins; when none exists the first one is returned
+    so that error messages name the place a user would expect.
+    """
+    bases = [Path(p) for p in (os.environ.get("DIFFCXR_HOME"),) if p]
+    bases += [Path(__file__).resolve().parents[1], Path.cwd()]
+    candidates = [base.parent.joinpath("shared", *parts) for base in bases]
+    return next((c for c in candidates if c.exists()), candidates[0])

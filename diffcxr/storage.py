@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 import os
 import posixpath
+import tempfile
 import uuid
 from dataclasses import dataclass
 from functools import lru_cache
@@ -193,3 +194,34 @@ def local_path(uri: str) -> Path | None:
     """The local filesystem path of a URI, or None when it is remote."""
     fs, path = resolve(uri)
     return Path(path) if isinstance(fs, pafs.LocalFileSystem) else None
+
+
+def put_folder(local: str | Path, uri: str) -> str:
+    """Upload a local folder tree to ``uri`` (local or s3://), replacing what was there; returns ``uri``."""
+    local = Path(local)
+    if local_path(uri) is not None and Path(local_path(uri)).resolve() == local.resolve():
+        return uri
+    delete(uri)
+    for path in sorted(p for p in local.rglob("*") if p.is_file()):
+        write_bytes(join(uri, *path.relative_to(local).parts), path.read_bytes())
+    return uri
+
+
+def get_folder(uri: str, local: str | Path | None = None) -> Path:
+    """A local copy of a folder URI: the folder itself when it is local, else a download into ``local``."""
+    here = local_path(uri)
+    if here is not None:
+        if not here.is_dir():
+            raise StorageError(f"'{uri}' is not a folder")
+        return here
+    target = Path(local or tempfile.mkdtemp(prefix="diffcxr-"))
+    fs, root = resolve(uri)
+    files = list_files(uri)
+    if not files:
+        raise StorageError(f"'{uri}' is empty or does not exist")
+    for file_uri in files:
+        rel = resolve(file_uri)[1][len(root) :].lstrip("/")
+        dst = target / rel
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        dst.write_bytes(read_bytes(file_uri))
+    return target

@@ -45,11 +45,17 @@ def _filter_stage(cfg: DiffCXRConfig, tracker: Tracker, force: bool) -> dict[str
     return stage.run(cfg, tracker, force=force)
 
 
+def _text_stage(cfg: DiffCXRConfig, tracker: Tracker, force: bool) -> dict[str, Any]:
+    from services.text import stage
+
+    return stage.run(cfg, tracker, force=force)
+
+
 #: Every stage in order; a string instead of a function = not built yet (the issue that builds it).
 STAGES: dict[str, StageFn | str] = {
     "data": _data_stage,
     "filter": _filter_stage,
-    "text": "#6",
+    "text": _text_stage,
     "diffusion": "#7",
     "adapter": "#7",
     "eval": "#9",

@@ -33,6 +33,11 @@ def test_launch_submits_the_pipeline_as_a_ray_job(tmp_path: Path) -> None:
             f"project.run_root={runs}",
             "--set",
             "data.max_reports=15",
+            *[
+                arg
+                for item in ("text.steps=4", "text.batch_size=8", "text.checkpoint_every=2")
+                for arg in ("--set", item)
+            ],
         ],
         cwd=REPO,
         capture_output=True,
@@ -47,7 +52,8 @@ def test_launch_submits_the_pipeline_as_a_ray_job(tmp_path: Path) -> None:
     client = MlflowClient(f"sqlite:///{state / 'mlflow.db'}")
     exp = client.get_experiment_by_name("diffcxr")
     stages = {r.data.tags.get("diffcxr.stage") for r in client.search_runs([exp.experiment_id])}
-    assert {"pipeline", "data"} <= stages
+    assert {"pipeline", "data", "filter", "text"} <= stages
+    assert "[3/7] text: done" in out and (runs / "text" / "embeddings" / "embeddings.json").is_file()
     # everything the launcher started is stopped again
     leftover = subprocess.run(["pgrep", "-f", f"mlflow.*{state}"], capture_output=True, text=True)
     assert leftover.stdout.strip() == ""

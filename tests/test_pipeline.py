@@ -14,6 +14,9 @@ from diffcxr.config import load_config
 from diffcxr.errors import DiffCXRError
 from orchestration.full_pipeline import run_pipeline, select_stages
 
+#: The text stage on ~14 training pairs: a few steps, batches that fit.
+TEXT_QUICK = ["text.steps=4", "text.batch_size=8", "text.checkpoint_every=2", "ray.num_workers=1"]
+
 
 def _cfg(run_root: str, tracking: str, experiment: str, *extra: str):
     return load_config(
@@ -23,6 +26,7 @@ def _cfg(run_root: str, tracking: str, experiment: str, *extra: str):
             f"tracking.uri={tracking}",
             f"tracking.experiment={experiment}",
             "data.max_reports=20",
+            *TEXT_QUICK,
             *extra,
         ],
     )
@@ -43,7 +47,9 @@ def test_pipeline_runs_data_then_skips_until_config_changes(
     cfg = _cfg(str(tmp_path / "runs"), mlflow_server, experiment_name)
     first = run_pipeline(cfg, select_stages(None, None))
     assert first["data"]["status"] == "done"
-    assert first["filter"]["status"] == "done" and first["text"] == {"status": "not built", "issue": "#6"}
+    assert first["filter"]["status"] == "done" and first["text"]["status"] == "done"
+    assert first["diffusion"] == {"status": "not built", "issue": "#7"}
+    assert storage.exists(storage.join(first["text"]["embeddings"], "embeddings.json"))
     table = manifest.read(first["data"]["manifest"])
     assert manifest.read(first["filter"]["manifest"]).num_rows == table.num_rows
     assert len(set(table.column("report_id").to_pylist())) == 20
@@ -63,15 +69,15 @@ def test_pipeline_runs_data_then_skips_until_config_changes(
         f"tags.mlflow.parentRunId = '{first['mlflow_run_id']}'",
     )
     data_run = next(r for r in children if r.data.tags["diffcxr.stage"] == "data")
-    assert {r.data.tags["diffcxr.stage"] for r in children} == {"data", "filter"}
+    assert {r.data.tags["diffcxr.stage"] for r in children} == {"data", "filter", "text"}
     assert data_run.data.metrics["data.rows"] == table.num_rows
     assert data_run.data.params["data.manifest_uri"] == first["data"]["manifest"]
 
 
 def test_only_a_stage_that_is_not_built_is_an_error(tmp_path: Path, home: Path) -> None:
     cfg = _cfg(str(tmp_path / "runs"), f"sqlite:///{tmp_path}/m.db", "exp")
-    with pytest.raises(DiffCXRError, match="stage 'text' is not built yet \\(issue #6\\)"):
-        run_pipeline(cfg, ["text"])
+    with pytest.raises(DiffCXRError, match="stage 'diffusion' is not built yet \\(issue #7\\)"):
+        run_pipeline(cfg, ["diffusion"])
 
 
 @pytest.mark.s3
@@ -108,7 +114,7 @@ def test_cli_pipeline_and_data_commands(tmp_path: Path, home: Path) -> None:
     )
     assert res.returncode == 0, res.stderr
     assert "[1/1] data: done" in res.stdout and (home / "var/runs/tiny/data/manifest.parquet").is_file()
-    res = subprocess.run([*run, "text"], capture_output=True, text=True)
+    res = subprocess.run([*run, "diffusion"], capture_output=True, text=True)
     assert res.returncode == 2 and "not built yet" in res.stderr
 
 

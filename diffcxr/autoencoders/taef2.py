@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from diffcxr.errors import ConfigError
+from diffcxr.paths import shared_dir
 
 LATENT_CHANNELS = 32
 DOWNSAMPLE = 8
@@ -111,15 +112,7 @@ def default_weights_dir() -> Path:
     checkout, else the current directory.
     """
     env = os.environ.get("DIFFCXR_TAEF2_DIR")
-    if env:
-        return Path(env)
-    bases = [Path(p) for p in (os.environ.get("DIFFCXR_HOME"),) if p]
-    bases += [Path(__file__).resolve().parents[2], Path.cwd()]
-    for base in bases:
-        candidate = base.parent / "shared" / "weights" / "taef2"
-        if candidate.is_dir():
-            return candidate
-    return bases[0].parent / "shared" / "weights" / "taef2"
+    return Path(env) if env else shared_dir("weights", "taef2")
 
 
 class TAEF2(nn.Module):

@@ -11,7 +11,6 @@ on 2 CPUs would wait forever).
 
 from __future__ import annotations
 
-import os
 import time
 from typing import Any
 
@@ -20,6 +19,7 @@ import pyarrow.parquet as pq
 
 from diffcxr import storage
 from diffcxr.config import AutoencoderConfig, DiffCXRConfig
+from diffcxr.raycluster import init_ray
 from services.filter.decode import UnreadableImage, decode_image
 
 
@@ -144,32 +144,6 @@ def read_latents(uri: str, latent_shape: tuple[int, int, int]) -> tuple[list[str
     latents = [latents[i] for i in order]
     stacked = np.stack(latents).astype(np.float32) if latents else np.zeros((0, *latent_shape), np.float32)
     return ids, stacked, dict(sorted(errors.items())), ",".join(sorted(ae_ids))
-
-
-def init_ray(cfg: DiffCXRConfig) -> None:
-    """Join the job's cluster (``ray job submit``), ``ray.address``, or start a local one.
-
-    Outside a job, the S3/MLflow settings of this process are passed to the workers;
-    inside a job the job's runtime environment already carries them (and Ray refuses
-    a second definition of the same variables).
-    """
-    import ray
-
-    if ray.is_initialized():
-        return
-    address = cfg.ray.address or os.environ.get("RAY_ADDRESS")
-    env = {k: v for k, v in os.environ.items() if k.startswith(("AWS_", "DIFFCXR_", "MLFLOW_", "HF_", "TRANSFORMERS_"))}
-    options = {"include_dashboard": False, "log_to_driver": False, "configure_logging": False}
-    in_job = bool(os.environ.get("RAY_JOB_ID") or os.environ.get("RAY_SUBMISSION_ID") or os.environ.get("RAY_ADDRESS"))
-    if in_job:
-        ray.init(address=address, **options)
-        return
-    try:
-        ray.init(address=address, runtime_env={"env_vars": env}, **options)
-    except (RuntimeError, ValueError) as exc:
-        if "runtime env" not in str(exc).lower():
-            raise
-        ray.init(address=address, **options)
 
 
 __all__ = ["EncodeActor", "encode_in_process", "encode_with_ray", "init_ray", "read_latents"]

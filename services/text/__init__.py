@@ -1,5 +1,7 @@
-"""Text service: BiomedCLIP-style encoder and the information squeeze on Ray Train.
+"""Text service: the CLIP-style report encoder and its information squeeze (AVA-TLS).
 
-Not built yet: tracked in issue #6. The CLI group `diffcxr text` and the pipeline
-stage of the same name say so instead of pretending to run.
+``encoder`` builds the towers through open_clip, ``squeeze`` is the Conv1d
+module, ``model`` joins them (and saves/loads bundles), ``train`` runs the
+contrastive training on Ray Train, ``embed`` writes the embeddings the denoiser
+trains on through Ray Data, ``stage`` is the pipeline stage. See docs/TEXT.md.
 """

@@ -1,0 +1,152 @@
+"""Squeezed embeddings for the diffusion stage, written through Ray Data.
+
+Under ``<out>/``: ``table/`` (Parquet shards, one row per report and one per
+distinct disease sentence: ``kind`` (report | sentence), ``key`` (sample_id or
+sentence_id), ``sentence_id`` (a report's disease sentence), ``n_tokens``,
+``truncated``, ``empty``, ``context`` (K×d float16 bytes), ``feature``
+(joint-space vector, float16 bytes)), ``unconditional.npy`` (the empty report's
+context, float32) and ``embeddings.json`` (shapes, dtype, the text model used).
+Sentences are few, so they are stored once rather than per image; reports and
+sentences go through one Ray Data pass so the actor pool starts once.
+
+An empty or missing report gets exactly the unconditional context: the actor
+computes it once, the same way :meth:`ReportEncoder.unconditional` does, and
+substitutes it, so the diffusion stage's "drop the condition" is bit-identical
+to "the report was empty".
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pyarrow.parquet as pq
+
+from diffcxr import storage
+
+log = logging.getLogger(__name__)
+
+
+def sentence_id(sentence: str) -> str:
+    return hashlib.sha256(sentence.encode("utf-8")).hexdigest()[:16]
+
+
+class EmbedActor:
+    """Ray Data actor: loads the text model once; texts → contexts and features."""
+
+    def __init__(self, bundle_uri: str, threads: int = 1) -> None:
+        import torch
+
+        from services.text.data import _load_bundle
+
+        torch.set_num_threads(max(1, threads))
+        self.model = _load_bundle(bundle_uri).eval()
+        self.tokenizer = self.model.tokenizer()
+        with torch.no_grad():
+            ids = self.tokenizer([""]).ids
+            global_token, context = self.model.encode(ids)
+            self.uncond = context[0].numpy().astype(np.float16)
+            self.uncond_feature = self.model.text_features(global_token)[0].numpy().astype(np.float16)
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, Any]:
+        import torch
+
+        texts = [str(t) if t is not None else "" for t in batch["text"]]
+        tokens = self.tokenizer(texts)
+        empty = np.array([not self.tokenizer.normalise(t) for t in texts])
+        with torch.no_grad():
+            global_token, context = self.model.encode(tokens.ids)
+            features = self.model.text_features(global_token)
+        context = context.numpy().astype(np.float16)
+        features = features.numpy().astype(np.float16)
+        context[empty], features[empty] = self.uncond, self.uncond_feature
+        out = {k: v for k, v in batch.items() if k != "text"}
+        out.update(
+            n_tokens=np.array(tokens.n_tokens, dtype=np.int32),
+            truncated=np.array(tokens.truncated, dtype=bool),
+            empty=empty,
+            context=np.array([c.tobytes() for c in context], dtype=object),
+            feature=np.array([f.tobytes() for f in features], dtype=object),
+        )
+        return out
+
+
+def embed_with_ray(items: list[dict[str, Any]], bundle_uri: str, out_uri: str, batch_size: int, cfg: Any) -> None:
+    """Write embeddings of ``items`` (each has ``text`` plus id columns) as Parquet shards at ``out_uri``."""
+    import ray
+
+    blocks = max(1, min(64, len(items) // max(1, batch_size)))
+    ds = ray.data.from_items(items, override_num_blocks=blocks)
+    ds = ds.map_batches(
+        EmbedActor,
+        fn_constructor_kwargs={"bundle_uri": bundle_uri, "threads": max(1, int(cfg.ray.data_cpus_per_actor))},
+        compute=ray.data.ActorPoolStrategy(size=cfg.ray.data_pool_size),
+        num_cpus=cfg.ray.data_cpus_per_actor,
+        batch_size=batch_size,
+        batch_format="numpy",
+    )
+    fs, path = storage.resolve(out_uri)
+    storage.delete(out_uri)
+    ds.write_parquet(path, filesystem=fs)
+
+
+def write_unconditional(out_uri: str, uncond: np.ndarray) -> str:
+    buf = io.BytesIO()
+    np.save(buf, uncond.astype(np.float32))
+    uri = storage.join(out_uri, "unconditional.npy")
+    storage.write_bytes(uri, buf.getvalue())
+    return uri
+
+
+@dataclass
+class Embeddings:
+    """What the diffusion stage reads: contexts by sample, by disease sentence, and the unconditional one."""
+
+    sample_ids: list[str]
+    contexts: np.ndarray  # (N, K, d) float16, row i ↔ sample_ids[i]
+    features: np.ndarray  # (N, E) float16
+    sentence_of: dict[str, str]  # sample_id → sentence_id
+    sentences: dict[str, np.ndarray]  # sentence_id → (K, d) float16
+    sentence_features: dict[str, np.ndarray]
+    unconditional: np.ndarray  # (K, d) float32
+    meta: dict[str, Any]
+    truncated: dict[str, bool]
+
+    def index(self) -> dict[str, int]:
+        return {sid: i for i, sid in enumerate(self.sample_ids)}
+
+
+def read_table(uri: str) -> Any:
+    """The raw embeddings table (both kinds) under an embeddings folder URI."""
+    fs, path = storage.resolve(storage.join(uri, "table"))
+    return pq.read_table(path, filesystem=fs)
+
+
+def read_embeddings(uri: str) -> Embeddings:
+    """Load everything under an embeddings folder URI (reports sorted by sample id)."""
+    meta = json.loads(storage.read_text(storage.join(uri, "embeddings.json")))
+    shape = tuple(meta["context_shape"])
+    table = read_table(uri).sort_by("key").to_pylist()
+    reports = [r for r in table if r["kind"] == "report"]
+    sentences = [r for r in table if r["kind"] == "sentence"]
+
+    def context(blob: bytes) -> np.ndarray:
+        return np.frombuffer(blob, np.float16).reshape(shape)
+
+    uncond = np.load(io.BytesIO(storage.read_bytes(storage.join(uri, "unconditional.npy"))))
+    return Embeddings(
+        sample_ids=[r["key"] for r in reports],
+        contexts=np.stack([context(r["context"]) for r in reports]),
+        features=np.stack([np.frombuffer(r["feature"], np.float16) for r in reports]),
+        sentence_of={r["key"]: r["sentence_id"] for r in reports},
+        sentences={r["key"]: context(r["context"]) for r in sentences},
+        sentence_features={r["key"]: np.frombuffer(r["feature"], np.float16) for r in sentences},
+        unconditional=uncond,
+        meta=meta,
+        truncated={r["key"]: bool(r["truncated"]) for r in reports},
+    )

@@ -1,0 +1,88 @@
+"""Held-out evaluation of a text model: retrieval recall and disease-sentence AUC on real pixels."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from diffcxr import storage
+from diffcxr.constants import EVAL_DISEASES
+from diffcxr.labeling.sentences import disease_sentence
+from services.filter.decode import decode_image
+from services.text.model import ReportEncoder
+from services.text.retrieval import retrieval_metrics, sentence_auc
+
+
+def load_pairs(rows: list[dict[str, Any]], size: int) -> tuple[list[dict[str, Any]], np.ndarray]:
+    """Rows whose image decodes, and their (N, size, size) uint8 images."""
+    kept, images = [], []
+    for row in rows:
+        try:
+            images.append(decode_image(storage.read_bytes(row["image_uri"]), size))
+            kept.append(row)
+        except Exception:  # noqa: S112 - an unreadable held-out image is left out of the metric
+            continue
+    return kept, (np.stack(images) if images else np.zeros((0, size, size), np.uint8))
+
+
+@torch.no_grad()
+def text_features(model: ReportEncoder, texts: list[str], batch: int = 32) -> np.ndarray:
+    tokenizer = model.tokenizer()
+    out = []
+    for start in range(0, len(texts), batch):
+        global_token, _ = model.encode(tokenizer(texts[start : start + batch]).ids)
+        out.append(model.text_features(global_token).numpy())
+    return np.concatenate(out) if out else np.zeros((0, model.spec["embed_dim"]), np.float32)
+
+
+@torch.no_grad()
+def image_features(model: ReportEncoder, images: np.ndarray, batch: int = 64) -> np.ndarray:
+    out = [model.image_features(torch.from_numpy(images[i : i + batch])).numpy() for i in range(0, len(images), batch)]
+    return np.concatenate(out) if out else np.zeros((0, model.spec["embed_dim"]), np.float32)
+
+
+@torch.no_grad()
+def features_from_states(model: ReportEncoder, pooled: torch.Tensor, states: torch.Tensor) -> np.ndarray:
+    """Text features from token states computed earlier by the same frozen tower (benchmarks reuse them)."""
+    model.eval()
+    if model.squeeze is None:
+        return model.text_features(pooled).numpy()
+    global_token = model.squeeze(torch.cat([pooled[:, None], states], dim=1))[:, 0]
+    return model.text_features(global_token).numpy()
+
+
+def probe_sentences() -> dict[str, str]:
+    """One "There is {disease}." probe per evaluated disease."""
+    return {d: disease_sentence({d: 1}) for d in EVAL_DISEASES}
+
+
+def evaluate(
+    model: ReportEncoder,
+    rows: list[dict[str, Any]],
+    images: np.ndarray,
+    report_features: np.ndarray | None = None,
+    sentence_features: np.ndarray | None = None,
+) -> dict[str, Any]:
+    """Retrieval R@k on the pairs, per-disease sentence→image AUC, and their mean (``sentence_mauc``).
+
+    Text features are computed from the rows unless given (in :func:`probe_sentences` order for sentences).
+    """
+    model.eval()
+    img = image_features(model, images)
+    txt = (
+        report_features if report_features is not None else text_features(model, [r["report_text"] or "" for r in rows])
+    )
+    sentences = probe_sentences()
+    if sentence_features is None:
+        sentence_features = text_features(model, list(sentences.values()))
+    sent = dict(zip(sentences, sentence_features, strict=True))
+    labels = {d: [r.get(d) for r in rows] for d in EVAL_DISEASES}
+    aucs = sentence_auc(img, labels, sent)
+    defined = [v for v in aucs.values() if v is not None]
+    return {
+        "retrieval": retrieval_metrics(img, txt),
+        "sentence_auc": aucs,
+        "sentence_mauc": float(np.mean(defined)) if defined else None,
+    }

@@ -1,0 +1,197 @@
+"""The report encoder Diff-CXR conditions on: CLIP text tower + information squeeze.
+
+``ReportEncoder.encode(ids)`` returns the global token (aligned with images by
+the contrastive loss) and the context tokens (B, K, d) the denoiser attends to.
+A trained encoder is saved as a *bundle folder* — ``weights.pt``, ``text_model.json``
+(the exact open_clip kwargs and sizes) and ``hf/`` (tower config + tokenizer) —
+so it loads anywhere, offline, without the folders it was built from.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from diffcxr.config import TextConfig
+from diffcxr.errors import ConfigError
+from services.text.encoder import IMAGE_MEAN, IMAGE_STD, TOKENIZER_FILES, build_clip, clip_config, vision_size
+from services.text.squeeze import InformationSqueeze
+from services.text.tokenizer import ReportTokenizer
+
+BUNDLE_FORMAT = "diffcxr-text-v1"
+TRAIN_PARTS = ("squeezer", "squeezer+heads", "squeezer+text", "all")
+
+
+class ReportEncoder(nn.Module):
+    """open_clip ``CustomTextCLIP`` + :class:`InformationSqueeze` (none when ``squeeze_tokens`` is 0)."""
+
+    def __init__(self, clip: nn.Module, spec: dict[str, Any], hf_dir: Path) -> None:
+        super().__init__()
+        self.clip, self.spec, self.hf_dir = clip, spec, hf_dir
+        length, dim, k = spec["context_length"], spec["hidden_dim"], spec["squeeze_tokens"]
+        self.squeeze = InformationSqueeze(1 + length, k, dim) if k else None
+        self.register_buffer("image_mean", torch.tensor(IMAGE_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("image_std", torch.tensor(IMAGE_STD).view(1, 3, 1, 1), persistent=False)
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def from_config(cls, cfg: TextConfig, image_size: int) -> ReportEncoder:
+        """A fresh encoder: pretrained text tower (minilm) or BiomedCLIP's architecture (+ weights if given)."""
+        kwargs, hf_dir = clip_config(cfg, image_size)
+        clip = build_clip(kwargs, hf_dir)
+        hidden = clip.text.config.hidden_size
+        if hidden != cfg.hidden_dim:
+            raise ConfigError(f"text.hidden_dim is {cfg.hidden_dim} but the text tower has {hidden}-d states")
+        spec = {
+            "format": BUNDLE_FORMAT,
+            "encoder": cfg.encoder,
+            "clip": kwargs,
+            "context_length": cfg.context_length,
+            "hidden_dim": hidden,
+            "squeeze_tokens": cfg.squeeze_tokens,
+            "embed_dim": kwargs["embed_dim"],
+            "image_size": image_size,
+            "vision_size": vision_size(kwargs),
+            "logit_scale": cfg.logit_scale,
+        }
+        model = cls(clip, spec, hf_dir)
+        if cfg.encoder_weights:
+            from services.text.weights import load_open_clip_weights
+
+            load_open_clip_weights(model.clip, cfg.encoder_weights, cfg.encoder_weights_sha256)
+        return model
+
+    def tokenizer(self) -> ReportTokenizer:
+        return ReportTokenizer(self.hf_dir, self.spec["context_length"])
+
+    @property
+    def pad_id(self) -> int:
+        return int(self.clip.text.config.pad_token_id or 0)
+
+    @property
+    def context_shape(self) -> tuple[int, int]:
+        """(tokens, width) of the conditioning context."""
+        k = self.spec["squeeze_tokens"] or self.spec["context_length"]
+        return (k, self.spec["hidden_dim"])
+
+    # ------------------------------------------------------------------ forward
+    def token_states(self, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The tower's pooled vector (B, d) and all token states (B, L, d)."""
+        mask = (ids != self.pad_id).long()
+        out = self.clip.text.transformer(input_ids=ids, attention_mask=mask)
+        return self.clip.text.pooler(out, mask), out.last_hidden_state
+
+    def encode(self, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(global token (B, d), context (B, K, d)); without a squeeze: (pooled, all L states)."""
+        pooled, states = self.token_states(ids)
+        if self.squeeze is None:
+            return pooled, states
+        squeezed = self.squeeze(torch.cat([pooled[:, None], states], dim=1))
+        return squeezed[:, 0], squeezed[:, 1:]
+
+    def text_features(self, global_token: torch.Tensor) -> torch.Tensor:
+        """Unit-norm joint-space features of the global token (the tower's projection head)."""
+        return F.normalize(self.clip.text.proj(global_token), dim=-1)
+
+    def preprocess(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 (B, S, S) grayscale → normalised (B, 3, V, V) at the image tower's size."""
+        x = images.float().div(255.0).unsqueeze(1).expand(-1, 3, -1, -1)
+        size = self.spec["vision_size"]
+        if x.shape[-1] != size:
+            x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+        return (x - self.image_mean) / self.image_std
+
+    def image_features(self, images: torch.Tensor) -> torch.Tensor:
+        """Unit-norm joint-space features of uint8 grayscale images (B, S, S)."""
+        return F.normalize(self.clip.visual(self.preprocess(images)), dim=-1)
+
+    def forward(
+        self,
+        images: torch.Tensor,
+        ids: torch.Tensor | None = None,
+        pooled: torch.Tensor | None = None,
+        states: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(image features, text features) for the contrastive loss.
+
+        Give ``ids`` when the text tower trains, or precomputed ``pooled`` and
+        ``states`` when it is frozen (they are computed once, not every epoch).
+        """
+        if ids is not None:
+            global_token, _ = self.encode(ids)
+        elif self.squeeze is None:
+            global_token = pooled
+        else:
+            global_token = self.squeeze(torch.cat([pooled[:, None], states], dim=1))[:, 0]
+        return self.image_features(images), self.text_features(global_token)
+
+    @torch.no_grad()
+    def unconditional(self) -> torch.Tensor:
+        """The context of the empty report (K, d): the unconditional input of classifier-free guidance."""
+        ids = self.tokenizer()([""]).ids
+        return self.encode(ids)[1][0]
+
+    # ------------------------------------------------------------------ training parts
+    def set_trainable(self, parts: str) -> list[nn.Parameter]:
+        """Freeze everything, then unfreeze ``parts`` (see ``text.train_parts``); returns the trainable ones."""
+        if parts not in TRAIN_PARTS:
+            raise ConfigError(f"text.train_parts must be one of {', '.join(TRAIN_PARTS)}, got '{parts}'")
+        self.requires_grad_(False)
+        chosen: list[nn.Module] = [self.squeeze] if self.squeeze is not None else []
+        if parts == "squeezer+heads":
+            chosen += [self.clip.text.proj, self.clip.visual]
+        elif parts == "squeezer+text":
+            chosen += [self.clip.text]
+        elif parts == "all":
+            chosen += [self.clip]
+        for module in chosen:
+            module.requires_grad_(True)
+        if getattr(self.clip, "logit_scale", None) is not None:
+            self.clip.logit_scale.requires_grad_(False)  # the scale is fixed (text.logit_scale), never learned
+        params = [p for p in self.parameters() if p.requires_grad]
+        if not params:
+            raise ConfigError("text.train_parts 'squeezer' with text.squeeze_tokens 0 leaves nothing to train")
+        return params
+
+    # ------------------------------------------------------------------ bundles
+    def save_bundle(self, folder: str | Path) -> Path:
+        """Write ``weights.pt``, ``text_model.json`` and ``hf/`` into ``folder``."""
+        folder = Path(folder)
+        hf = folder / "hf"
+        hf.mkdir(parents=True, exist_ok=True)
+        for name in ("config.json", *TOKENIZER_FILES):
+            if (self.hf_dir / name).is_file() and self.hf_dir.resolve() != hf.resolve():
+                shutil.copyfile(self.hf_dir / name, hf / name)
+        torch.save(self.state_dict(), folder / "weights.pt")
+        spec = {**self.spec, "weights_sha256": _sha256(folder / "weights.pt")}
+        (folder / "text_model.json").write_text(json.dumps(spec, indent=2, sort_keys=True))
+        return folder
+
+    @classmethod
+    def load_bundle(cls, folder: str | Path) -> ReportEncoder:
+        folder = Path(folder)
+        try:
+            spec = json.loads((folder / "text_model.json").read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise ConfigError(f"'{folder}' is not a text-model bundle: {exc}") from None
+        if spec.get("format") != BUNDLE_FORMAT:
+            raise ConfigError(f"'{folder}' has bundle format {spec.get('format')!r}, expected {BUNDLE_FORMAT}")
+        clip = build_clip(spec["clip"], folder / "hf", pretrained_text=False)
+        model = cls(clip, {k: v for k, v in spec.items() if k != "weights_sha256"}, folder / "hf")
+        model.load_state_dict(torch.load(folder / "weights.pt", map_location="cpu", weights_only=True))
+        return model.eval()
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()

@@ -1,0 +1,376 @@
+"""The text stage: train the squeeze on Ray Train, register ``diffcxr-text``, write embeddings.
+
+Outputs under ``out`` (default ``<run_root>/text/``): ``init/`` (the encoder
+before training: every worker and the "random squeezer" baseline load it),
+``ray/`` (Ray Train checkpoints; a re-run resumes from them), ``model/`` (the
+trained bundle), ``embeddings/`` (see :mod:`services.text.embed`),
+``figures/loss.png`` and ``summary.json`` (held-out retrieval and sentence AUC
+of the trained and the untrained encoder, truncation counts, throughput).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from diffcxr import manifest, storage
+from diffcxr.config import DiffCXRConfig
+from diffcxr.constants import CHEXPERT_LABELS, STATUS_KEPT
+from diffcxr.errors import ConfigError, DataError
+from diffcxr.labeling.sentences import NO_FINDING_SENTENCE
+from diffcxr.raycluster import init_ray
+from diffcxr.stages import StageDir, content_key
+from diffcxr.tracking import Tracker
+from services.text.embed import embed_with_ray, read_table, sentence_id, write_unconditional
+from services.text.evaluate import evaluate, load_pairs
+from services.text.model import ReportEncoder
+from services.text.train import load_partial_state, train
+
+log = logging.getLogger(__name__)
+STAGE = "text"
+MODEL_NAME = "diffcxr-text"
+BUNDLE_DIR = "text_model"
+
+
+def default_manifest(cfg: DiffCXRConfig) -> str:
+    """The filter stage's manifest when it exists, else the data stage's."""
+    filtered = StageDir(cfg.run_root, "filter").path("manifest.parquet")
+    return filtered if storage.exists(filtered) else StageDir(cfg.run_root, "data").path("manifest.parquet")
+
+
+def stage_key(cfg: DiffCXRConfig, manifest_bytes: bytes) -> str:
+    config = cfg.to_dict()
+    digest = hashlib.sha256(manifest_bytes).hexdigest()[:16]
+    return content_key(STAGE, config["text"], config["data"]["image_size"], cfg.project.seed, digest)
+
+
+def kept_rows(table: Any) -> list[dict[str, Any]]:
+    rows = [r for r in table.to_pylist() if r["status"] == STATUS_KEPT]
+    if not rows:
+        raise DataError("the manifest has no kept rows to train or embed")
+    return rows
+
+
+def heldout_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Test split (val when there is no test split) rows with images: the retrieval benchmark."""
+    for split in ("test", "val"):
+        chosen = [r for r in rows if r["split"] == split and r["image_uri"]]
+        if chosen:
+            return chosen
+    return []
+
+
+# --------------------------------------------------------------------------- train
+
+
+def check_trainable(cfg: DiffCXRConfig) -> None:
+    """Refuse a setup that would train against random frozen towers (fails before any cluster time)."""
+    if cfg.text.train_parts == "squeezer" and not cfg.text.encoder_weights:
+        raise ConfigError(
+            "text.train_parts 'squeezer' trains only the squeeze and needs pretrained towers: set "
+            "text.encoder_weights (e.g. BiomedCLIP's open_clip_pytorch_model.bin), or train more parts "
+            "(text.train_parts=squeezer+heads, squeezer+text or all)"
+        )
+
+
+def make_init_bundle(cfg: DiffCXRConfig, uri: str, key: str) -> str:
+    """The encoder before training, written once per stage key (a resumed run must start from the same one)."""
+    marker = storage.join(uri, "_key")
+    if storage.exists(marker) and storage.read_text(marker) == key:
+        return uri
+    torch.manual_seed(cfg.project.seed)
+    model = ReportEncoder.from_config(cfg.text, cfg.data.image_size)
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = model.save_bundle(Path(tmp, BUNDLE_DIR))
+        storage.put_folder(folder, uri)
+    storage.write_text(marker, key)
+    return uri
+
+
+def train_text(
+    cfg: DiffCXRConfig,
+    rows: list[dict[str, Any]],
+    out: str,
+    key: str,
+    tracker: Tracker | None = None,
+    num_workers: int | None = None,
+    crash_after_step: int | None = None,
+) -> dict[str, Any]:
+    """Train on the kept train-split pairs; write ``model/``; return the outcome (model included)."""
+    from services.text.data import training_dataset
+
+    train_rows = [r for r in rows if r["split"] == "train" and r["image_uri"]]
+    if not train_rows:
+        raise DataError("the manifest has no kept train-split rows with images")
+    init_uri = make_init_bundle(cfg, storage.join(out, "init"), key)
+    init_ray(cfg)
+    dataset = training_dataset(train_rows, cfg, init_uri)
+    tracking = None
+    if tracker is not None:
+        import mlflow
+
+        active = mlflow.active_run()
+        tracking = {"uri": tracker.tracking_uri, "run_id": active.info.run_id} if active else None
+    outcome = train(
+        cfg,
+        dataset,
+        init_uri,
+        storage.join(out, "ray"),
+        f"text-{key}",
+        tracking=tracking,
+        num_workers=num_workers,
+        crash_after_step=crash_after_step,
+    )
+    model = ReportEncoder.load_bundle(storage.get_folder(init_uri))
+    load_partial_state(model, outcome.state["model"])
+    model.eval()
+    model_uri = storage.join(out, "model")
+    with tempfile.TemporaryDirectory() as tmp:
+        storage.put_folder(model.save_bundle(Path(tmp, BUNDLE_DIR)), model_uri)
+    return {"model": model, "model_uri": model_uri, "init_uri": init_uri, "outcome": outcome, "rows": len(train_rows)}
+
+
+# --------------------------------------------------------------------------- embed
+
+
+def embed_manifest(cfg: DiffCXRConfig, rows: list[dict[str, Any]], bundle_uri: str, out: str) -> dict[str, Any]:
+    """Embeddings of every kept row's report and disease sentence, and the unconditional context."""
+    init_ray(cfg)
+    sentences = sorted({r["disease_sentence"] or NO_FINDING_SENTENCE for r in rows})
+    items = [
+        {
+            "kind": "report",
+            "key": r["sample_id"],
+            "sentence_id": sentence_id(r["disease_sentence"] or NO_FINDING_SENTENCE),
+            "text": r["report_text"] or "",
+        }
+        for r in rows
+    ]
+    items += [{"kind": "sentence", "key": sentence_id(s), "sentence_id": sentence_id(s), "text": s} for s in sentences]
+    embed_with_ray(items, bundle_uri, storage.join(out, "table"), cfg.text.embed_batch_size, cfg)
+    model = ReportEncoder.load_bundle(storage.get_folder(bundle_uri))
+    uncond = model.unconditional().numpy()
+    write_unconditional(out, uncond)
+
+    flags = read_table(out).select(["kind", "key", "truncated", "empty"]).to_pylist()
+    reports = [f for f in flags if f["kind"] == "report"]
+    truncated = sorted(f["key"] for f in reports if f["truncated"])
+    empty = sorted(f["key"] for f in reports if f["empty"])
+    if len(reports) != len(rows) or len(flags) - len(reports) != len(sentences):
+        raise DataError(f"embedded {len(reports)} reports for {len(rows)} kept rows")
+    if truncated:  # ids only: report text is never logged
+        log.info(
+            "text: %d of %d reports exceed %d tokens and were truncated (their beginning is kept): %s%s",
+            len(truncated),
+            len(rows),
+            cfg.text.context_length,
+            ", ".join(truncated[:10]),
+            " …" if len(truncated) > 10 else "",
+        )
+    meta = {
+        "context_shape": list(model.context_shape),
+        "embed_dim": model.spec["embed_dim"],
+        "dtype": "float16",
+        "model_uri": bundle_uri,
+        "weights_sha256": json.loads((storage.get_folder(bundle_uri) / "text_model.json").read_text()).get(
+            "weights_sha256"
+        ),
+        "truncation": "head: [CLS] + first context_length-2 word pieces + [SEP]",
+        "counts": {"reports": len(rows), "sentences": len(sentences), "truncated": len(truncated), "empty": len(empty)},
+        "truncated_sample_ids": truncated,
+    }
+    storage.write_text(storage.join(out, "embeddings.json"), json.dumps(meta, indent=2))
+    return meta
+
+
+# --------------------------------------------------------------------------- the stage
+
+
+def run_train(
+    cfg: DiffCXRConfig,
+    tracker: Tracker | None = None,
+    manifest_uri: str | None = None,
+    out_uri: str | None = None,
+    num_workers: int | None = None,
+    crash_after_step: int | None = None,
+    manifest_bytes: bytes | None = None,
+    key: str | None = None,
+) -> dict[str, Any]:
+    """Train (or resume), evaluate on held-out pairs, write ``model/`` and ``summary.json``, register."""
+    check_trainable(cfg)
+    manifest_uri = manifest_uri or default_manifest(cfg)
+    out = out_uri or StageDir(cfg.run_root, STAGE).uri
+    manifest_bytes = manifest_bytes if manifest_bytes is not None else storage.read_bytes(manifest_uri)
+    key = key or stage_key(cfg, manifest_bytes)
+    started = time.perf_counter()
+    rows = kept_rows(manifest.parse(manifest_bytes, manifest_uri))
+    trained = train_text(cfg, rows, out, key, tracker, num_workers, crash_after_step)
+    model, outcome = trained["model"], trained["outcome"]
+    heldout, images = load_pairs(heldout_rows(rows), cfg.data.image_size)
+    evaluation = {}
+    if heldout:
+        baseline = ReportEncoder.load_bundle(storage.get_folder(trained["init_uri"]))
+        evaluation = {"trained": evaluate(model, heldout, images), "untrained": evaluate(baseline, heldout, images)}
+    history = outcome.state["history"]
+    summary = {
+        "manifest": manifest_uri,
+        "train_pairs": trained["rows"],
+        "heldout_pairs": len(heldout),
+        "steps": outcome.state["step"],
+        "resumed_from_step": outcome.resumed_from,
+        "final_loss": history[-1]["loss"] if history else None,
+        "train_seconds": round(outcome.seconds, 2),
+        "samples_per_second": round(outcome.samples_per_second, 2),
+        "context_shape": list(model.context_shape),
+        "evaluation": evaluation,
+        "seconds": round(time.perf_counter() - started, 2),
+    }
+    loss_png = _loss_figure(history)
+    storage.write_bytes(storage.join(out, "figures", "loss.png"), loss_png)
+    storage.write_text(storage.join(out, "summary.json"), json.dumps(summary, indent=2))
+    if tracker is not None:
+        summary["registered"] = _track(tracker, cfg, summary, trained["model_uri"], key, loss_png)
+    return {"model": trained["model_uri"], "summary": summary, "key": key}
+
+
+def run_embed(
+    cfg: DiffCXRConfig, model_uri: str, manifest_uri: str | None = None, out_uri: str | None = None
+) -> dict[str, Any]:
+    """Embeddings of a manifest's kept rows with the bundle at ``model_uri``."""
+    manifest_uri = manifest_uri or default_manifest(cfg)
+    out = out_uri or StageDir(cfg.run_root, STAGE).path("embeddings")
+    rows = kept_rows(manifest.read(manifest_uri))
+    meta = embed_manifest(cfg, rows, model_uri, out)
+    return {"embeddings": out, "counts": meta["counts"], "context_shape": meta["context_shape"]}
+
+
+def run(
+    cfg: DiffCXRConfig,
+    tracker: Tracker | None = None,
+    manifest_uri: str | None = None,
+    out_uri: str | None = None,
+    force: bool = False,
+    num_workers: int | None = None,
+    crash_after_step: int | None = None,
+) -> dict[str, Any]:
+    """The whole stage: train, evaluate, register, embed. Skipped when manifest and config are unchanged."""
+    manifest_uri = manifest_uri or default_manifest(cfg)
+    stage = StageDir(cfg.run_root, STAGE) if out_uri is None else None
+    out = out_uri or stage.uri
+    manifest_bytes = storage.read_bytes(manifest_uri)
+    key = stage_key(cfg, manifest_bytes)
+    if stage and not force and stage.is_current(key):
+        marker = stage.marker() or {}
+        return {"skipped": True, **marker.get("outputs", {}), "summary": marker.get("summary", {}), "key": key}
+    trained = run_train(cfg, tracker, manifest_uri, out, num_workers, crash_after_step, manifest_bytes, key)
+    embeddings_uri = storage.join(out, "embeddings")
+    rows = kept_rows(manifest.parse(manifest_bytes, manifest_uri))
+    meta = embed_manifest(cfg, rows, trained["model"], embeddings_uri)
+    summary = {**trained["summary"], "embeddings": meta["counts"]}
+    storage.write_text(storage.join(out, "summary.json"), json.dumps(summary, indent=2))
+    if tracker is not None:
+        tracker.log_metrics({f"text.embedded_{k}": v for k, v in meta["counts"].items()})
+    outputs = {"model": trained["model"], "embeddings": embeddings_uri}
+    if stage:
+        stage.complete(key, outputs, {"summary": summary})
+    return {"skipped": False, **outputs, "summary": summary, "key": key}
+
+
+def _loss_figure(history: list[dict[str, float]]) -> bytes:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 3.2), dpi=110)
+    ax.plot([h["step"] for h in history], [h["loss"] for h in history], lw=1)
+    ax.set_xlabel("step")
+    ax.set_ylabel("symmetric InfoNCE")
+    ax.set_title("text: squeeze training loss")
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def _track(
+    tracker: Tracker, cfg: DiffCXRConfig, summary: dict[str, Any], model_uri: str, key: str, loss_png: bytes
+) -> dict[str, Any]:
+    config = cfg.to_dict()
+    tracker.log_params({"text": config["text"], "text.manifest_uri": summary["manifest"], "text.key": key})
+    metrics = {
+        "text.steps": summary["steps"],
+        "text.resumed_from_step": summary["resumed_from_step"],
+        "text.train_seconds": summary["train_seconds"],
+    }
+    for name, result in summary["evaluation"].items():
+        metrics.update({f"text.{name}.{k}": v for k, v in result["retrieval"].items()})
+        if result["sentence_mauc"] is not None:
+            metrics[f"text.{name}.sentence_mauc"] = result["sentence_mauc"]
+    tracker.log_metrics({k.replace("@", "_at_"): v for k, v in metrics.items()})
+    with tempfile.TemporaryDirectory() as tmp:
+        Path(tmp, "loss.png").write_bytes(loss_png)
+        tracker.log_artifact(str(Path(tmp, "loss.png")), "text")
+    tracker.log_dict(summary, "text/summary.json")
+    folder = storage.get_folder(model_uri)
+    with tempfile.TemporaryDirectory() as tmp:
+        bundle = Path(tmp, BUNDLE_DIR)
+        import shutil
+
+        shutil.copytree(folder, bundle)
+        spec = json.loads((bundle / "text_model.json").read_text())
+        metadata = {
+            "kind": "text",
+            "stage_key": key,
+            "encoder": spec["encoder"],
+            "context_shape": summary["context_shape"],
+            "embed_dim": spec["embed_dim"],
+            "squeeze_tokens": spec["squeeze_tokens"],
+            "context_length": spec["context_length"],
+            "image_size": spec["image_size"],
+            "weights_sha256": spec["weights_sha256"],
+            "model_uri": model_uri,
+            "labels": list(CHEXPERT_LABELS),
+        }
+        trained = summary["evaluation"].get("trained", {})
+        if trained:
+            metadata["heldout_mean_R_at_1"] = trained["retrieval"]["mean_R@1"]
+        version = tracker.register_bundle(MODEL_NAME, {"bundle": bundle}, metadata, alias=cfg.tracking.alias)
+    return {"name": MODEL_NAME, "version": version, "alias": cfg.tracking.alias}
+
+
+def load_registered(tracker: Tracker, alias_or_version: str | int, name: str = MODEL_NAME) -> ReportEncoder:
+    """A registered text model by alias (``champion``) or version number."""
+    ref = (
+        f"models:/{name}/{alias_or_version}"
+        if str(alias_or_version).isdigit()
+        else f"models:/{name}@{alias_or_version}"
+    )
+    return ReportEncoder.load_bundle(resolve_model(ref, tracker))
+
+
+def resolve_model(ref: str, tracker: Tracker | None = None) -> str:
+    """A bundle folder URI from ``ref``: a folder/URI, or ``models:/diffcxr-text@alias`` / ``models:/name/3``."""
+    if not ref.startswith("models:/"):
+        if not storage.exists(storage.join(ref, "text_model.json")):
+            raise DataError(f"'{ref}' is not a text-model bundle (no text_model.json)")
+        return ref
+    body = ref[len("models:/") :]
+    name, _, version = body.partition("/") if "@" not in body else (body.split("@")[0], "", body.split("@")[1])
+    if not name or not version:
+        raise DataError(f"model reference '{ref}' must look like models:/NAME@ALIAS or models:/NAME/VERSION")
+    tracker = tracker or Tracker()
+    folder = tracker.download_bundle(name, int(version) if version.isdigit() else version)
+    spec = next(folder.rglob("text_model.json"), None)
+    if spec is None:
+        raise DataError(f"registered model '{ref}' holds no text_model.json")
+    return str(spec.parent)

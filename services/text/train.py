@@ -1,0 +1,250 @@
+"""Contrastive training of the information squeeze (AVA-TLS) on Ray Train.
+
+``TorchTrainer`` runs :func:`train_loop` on N workers (DDP; gloo on CPU, NCCL
+on GPU). Loss: symmetric InfoNCE between image features and the projected
+squeezed token 0, with a fixed logit scale (open_clip's ``ClipLoss``, features
+gathered across workers so every worker sees the global batch's negatives).
+AdamW + cosine schedule (diffusers). Rank 0 checkpoints every
+``text.checkpoint_every`` steps; re-running with the same run name and storage
+resumes from the latest checkpoint, and ``text.max_failures`` lets Ray restart a
+crashed worker group by itself.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from diffcxr import storage
+from diffcxr.config import DiffCXRConfig
+from diffcxr.errors import DiffCXRError
+
+log = logging.getLogger(__name__)
+STATE_FILE = "state.pt"
+
+
+@dataclass
+class TrainOutcome:
+    state: dict[str, Any]  # model weights, step, history
+    resumed_from: int  # step the last fit() started at (0 = fresh)
+    seconds: float
+    samples_per_second: float
+
+
+def train_loop(config: dict[str, Any]) -> None:
+    """Runs on every Ray Train worker."""
+    import ray.train
+    import ray.train.torch
+    import torch
+    from diffusers.optimization import get_cosine_schedule_with_warmup
+    from open_clip.loss import ClipLoss
+
+    from diffcxr.config import TextConfig
+    from services.text.data import _load_bundle, text_is_frozen
+
+    text = TextConfig(**config["text"])
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    torch.set_num_threads(config["threads"])
+    torch.manual_seed(config["seed"] * 1000 + rank)
+
+    model = _load_bundle(config["init_uri"])
+    params = model.set_trainable(text.train_parts)
+    optimizer = torch.optim.AdamW(params, lr=text.lr, weight_decay=text.weight_decay)
+    scheduler = get_cosine_schedule_with_warmup(optimizer, text.warmup_steps, text.steps)
+    step, history, starts = 0, [], []
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint:
+        with checkpoint.as_directory() as folder:
+            state = torch.load(Path(folder, STATE_FILE), map_location="cpu", weights_only=False)
+        load_partial_state(model, state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        step, history, starts = state["step"], state["history"], state.get("starts", [])
+    resumed_from = step
+    starts = [*starts, step]
+    frozen = text_is_frozen(text.train_parts)
+    model.train()
+    if frozen:
+        model.clip.text.eval()  # no dropout in a tower whose states were precomputed
+    ddp = ray.train.torch.prepare_model(model)
+    loss_fn = ClipLoss(gather_with_grad=True, rank=rank, world_size=world)
+    per_worker = text.batch_size // world
+    shard = ray.train.get_dataset_shard("train")
+    tracking = config.get("tracking")
+    client = None
+    if rank == 0 and tracking:
+        from mlflow.tracking import MlflowClient
+
+        client = MlflowClient(tracking["uri"])
+
+    first_step, samples = None, 0
+    epoch = 0
+    while step < text.steps:
+        batches = 0
+        for batch in shard.iter_torch_batches(
+            batch_size=per_worker,
+            drop_last=True,
+            local_shuffle_buffer_size=4 * per_worker,
+            local_shuffle_seed=config["seed"] + 7919 * epoch + rank,
+            dtypes=None,
+        ):
+            batches += 1
+            inputs = (
+                {"ids": batch["ids"]}
+                if not frozen
+                else {"pooled": batch["pooled"].float(), "states": batch["states"].float()}
+            )
+            image_features, text_features = ddp(batch["image"], **inputs)
+            loss = loss_fn(image_features, text_features, text.logit_scale)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            step += 1
+            if first_step is None:  # throughput excludes the first step (warm-up, lazy init)
+                first_step = time.perf_counter()
+            else:
+                samples += per_worker * world
+            record = {"step": step, "loss": float(loss.detach()), "lr": scheduler.get_last_lr()[0]}
+            if samples:
+                record["samples_per_second"] = samples / max(time.perf_counter() - first_step, 1e-9)
+            if rank == 0:
+                history.append(record)
+            if client is not None and (step % text.log_every == 0 or step == text.steps):
+                _log_mlflow(client, tracking["run_id"], record)
+            if step % text.checkpoint_every == 0 or step == text.steps:
+                _report(model, optimizer, scheduler, step, history, starts, rank, record)
+                if config.get("crash_after_step") == step and resumed_from < step:
+                    raise RuntimeError(f"injected crash after step {step} (fault-injection test hook)")
+            if step >= text.steps:
+                break
+        if batches == 0:
+            raise RuntimeError("a training epoch produced no batch: the dataset shard is smaller than a batch")
+        epoch += 1
+
+
+def _report(
+    model: Any, optimizer: Any, scheduler: Any, step: int, history: list, starts: list, rank: int, record: dict
+) -> None:
+    """Every worker calls report (it is a barrier); only rank 0 attaches the checkpoint."""
+    import ray.train
+    import torch
+
+    metrics = {k: v for k, v in record.items()}
+    if rank != 0:
+        ray.train.report(metrics)
+        return
+    with tempfile.TemporaryDirectory() as folder:
+        state = {
+            "model": trainable_state(model),
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "step": step,
+            "history": history,
+            "starts": starts,
+        }
+        torch.save(state, Path(folder, STATE_FILE))
+        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder))
+
+
+def trainable_state(model: Any) -> dict[str, Any]:
+    """The weights that can change (trainable parameters and buffers): frozen ones stay in the init bundle,
+    so a squeezer-only checkpoint of BiomedCLIP is a few MB instead of 800."""
+    trainable = {name for name, p in model.named_parameters() if p.requires_grad}
+    buffers = {name for name, _ in model.named_buffers()}
+    return {k: v for k, v in model.state_dict().items() if k in trainable or k in buffers}
+
+
+def load_partial_state(model: Any, state: dict[str, Any]) -> None:
+    """Load a :func:`trainable_state` on top of the init bundle; every key must belong to the model."""
+    unexpected = set(state) - set(model.state_dict())
+    if unexpected:
+        raise DiffCXRError(f"checkpoint does not fit the model (unexpected keys {sorted(unexpected)[:3]})")
+    model.load_state_dict(state, strict=False)
+
+
+def _log_mlflow(client: Any, run_id: str, record: dict[str, float]) -> None:
+    from mlflow.entities import Metric
+
+    now = int(time.time() * 1000)
+    step = int(record["step"])
+    metrics = [Metric(f"text.{k}", float(v), now, step) for k, v in record.items() if k != "step"]
+    try:
+        client.log_batch(run_id, metrics=metrics)
+    except Exception as exc:  # tracking trouble must not kill training
+        log.warning("could not log text metrics to MLflow: %s", exc)
+
+
+def train(
+    cfg: DiffCXRConfig,
+    dataset: Any,
+    init_uri: str,
+    storage_uri: str,
+    run_name: str,
+    tracking: dict[str, str] | None = None,
+    num_workers: int | None = None,
+    crash_after_step: int | None = None,
+) -> TrainOutcome:
+    """Fit (or resume) on Ray Train; returns the final state read back from the last checkpoint."""
+    import torch
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    workers = num_workers or cfg.ray.num_workers
+    if cfg.text.batch_size % workers:
+        raise DiffCXRError(f"text.batch_size {cfg.text.batch_size} is not divisible by {workers} Ray Train workers")
+    fs, path = storage.resolve(storage_uri)
+    if storage.local_path(storage_uri) is not None:
+        Path(path).mkdir(parents=True, exist_ok=True)
+    trainer = TorchTrainer(
+        train_loop,
+        train_loop_config={
+            "text": cfg.text.model_dump(mode="json"),
+            "init_uri": init_uri,
+            "seed": cfg.project.seed,
+            "threads": max(1, int(cfg.ray.cpus_per_worker)),
+            "tracking": tracking,
+            "crash_after_step": crash_after_step,
+        },
+        scaling_config=ScalingConfig(
+            num_workers=workers, use_gpu=cfg.ray.use_gpu, resources_per_worker={"CPU": cfg.ray.cpus_per_worker}
+        ),
+        run_config=RunConfig(
+            name=run_name,
+            storage_path=path,
+            storage_filesystem=fs,
+            checkpoint_config=CheckpointConfig(num_to_keep=2),
+            failure_config=FailureConfig(max_failures=cfg.text.max_failures),
+        ),
+        datasets={"train": dataset},
+    )
+    started = time.perf_counter()
+    try:
+        result = trainer.fit()
+    except Exception as exc:  # Ray wraps worker errors; the user needs the cause and what to do
+        raise DiffCXRError(
+            f"text training failed: {_root_cause(exc)}; re-run the same command to resume from the last checkpoint "
+            f"under {storage_uri}/{run_name}"
+        ) from None
+    seconds = time.perf_counter() - started
+    if result.checkpoint is None:
+        raise DiffCXRError(f"text training under {storage_uri}/{run_name} finished without a checkpoint")
+    with result.checkpoint.as_directory() as folder:
+        state = torch.load(Path(folder, STATE_FILE), map_location="cpu", weights_only=False)
+    resumed_from = state["starts"][-1] if state.get("starts") else 0
+    metrics = result.metrics or {}
+    sps = float(metrics.get("samples_per_second", 0.0))
+    return TrainOutcome(state=state, resumed_from=resumed_from, seconds=seconds, samples_per_second=sps)
+
+
+def _root_cause(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    for line in reversed(text):
+        if "Error" in line or "error" in line:
+            return line.strip()[:300]
+    return (text[-1] if text else type(exc).__name__)[:300]

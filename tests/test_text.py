@@ -1,0 +1,300 @@
+"""Text service: towers, the squeeze, tokenisation, training on Ray Train (2 workers, crash, resume),
+registry round trip, embeddings through Ray Data (to S3), and bad input."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+from diffcxr import manifest, storage
+from diffcxr.config import load_config
+from diffcxr.errors import ConfigError, DataError, DiffCXRError
+from services.text.model import ReportEncoder
+from services.text.retrieval import recall_at_k, retrieval_metrics, sentence_auc
+from services.text.squeeze import InformationSqueeze
+
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+
+
+@pytest.fixture(scope="module")
+def tiny_encoder() -> ReportEncoder:
+    torch.manual_seed(0)
+    return ReportEncoder.from_config(load_config("tiny").text, 64).eval()
+
+
+# ----------------------------------------------------------------------------- the squeeze
+@pytest.mark.parametrize("k", [32, 77, 128])
+def test_squeeze_maps_257_biomedclip_states_to_k_tokens(k: int) -> None:
+    squeeze = InformationSqueeze(257, k, 768)
+    out = squeeze(torch.randn(2, 257, 768))
+    assert out.shape == (2, k + 1, 768) and (out >= 0).all()  # ReLU last; token 0 is the global token
+    assert squeeze.conv1.weight.shape == (257, 257, 3) and squeeze.conv2.weight.shape == (k + 1, 257, 3)
+    with pytest.raises(ValueError, match=r"expected \(B, 257, 768\)"):
+        squeeze(torch.randn(2, 256, 768))
+
+
+# ----------------------------------------------------------------------------- tokenizer
+def test_long_reports_keep_their_beginning_deterministically(tiny_encoder: ReportEncoder) -> None:
+    tok = tiny_encoder.tokenizer()
+    long = "Heart size is normal. " + "There is a small left pleural effusion. " * 40 + "FINAL SENTENCE."
+    first, second = tok([long]), tok([long])
+    assert torch.equal(first.ids, second.ids)
+    assert first.truncated == [True] and first.n_tokens[0] > 128
+    ids = first.ids[0].tolist()
+    assert ids[0] == tok.cls_id and ids[-1] == tok.sep_id and tok.pad_id not in ids
+    head = tok.hf("Heart size is normal.", add_special_tokens=False)["input_ids"]
+    assert ids[1 : 1 + len(head)] == head  # the beginning is kept, the end is cut
+    short = tok(["Heart size is normal."])
+    assert short.truncated == [False] and short.n_tokens == [len(head) + 2]
+    empty = tok(["", None, "   \n "])
+    assert all(row[:2].tolist() == [tok.cls_id, tok.sep_id] and (row[2:] == tok.pad_id).all() for row in empty.ids)
+
+
+# ----------------------------------------------------------------------------- encoders
+def test_minilm_tower_is_pretrained_and_returns_all_token_states(tiny_encoder: ReportEncoder) -> None:
+    tok = tiny_encoder.tokenizer()
+    ids = tok(["The heart is enlarged.", "Cardiomegaly is present.", "The stock market fell sharply today."]).ids
+    with torch.no_grad():
+        pooled, states = tiny_encoder.token_states(ids)
+        global_token, context = tiny_encoder.encode(ids)
+    assert states.shape == (3, 128, 384) and pooled.shape == (3, 384)
+    assert global_token.shape == (3, 384) and context.shape == (3, 32, 384)
+    cos = torch.nn.functional.cosine_similarity
+    # real pretrained weights put the two cardiac sentences closer than the unrelated one
+    assert cos(pooled[0], pooled[1], dim=0) > cos(pooled[0], pooled[2], dim=0) + 0.2
+
+
+def test_biomedclip_architecture_from_shared_config(home: Path) -> None:
+    cfg = load_config("paper")
+    torch.manual_seed(0)
+    model = ReportEncoder.from_config(cfg.text, 256)
+    n_params = sum(p.numel() for p in model.clip.parameters())
+    assert 190e6 < n_params < 200e6  # BiomedCLIP: ViT-B/16 + BiomedBERT + heads ≈ 196 M
+    proj = [m for m in model.clip.text.proj if isinstance(m, torch.nn.Linear)]
+    assert [(m.in_features, m.out_features) for m in proj] == [(768, 640), (640, 512)]
+    assert type(model.clip.text.pooler).__name__ == "ClsLastHiddenStatePooler"
+    assert model.spec["vision_size"] == 224 and model.context_shape == (77, 768)
+    tok = model.tokenizer()
+    batch = tok(["There is a right pneumothorax."])
+    assert batch.ids.shape == (1, 256) and tok.hf.unk_token_id not in batch.ids[0].tolist()
+    with torch.no_grad():
+        global_token, context = model.encode(batch.ids)
+        image = model.image_features(torch.zeros(1, 256, 256, dtype=torch.uint8))
+    assert context.shape == (1, 77, 768) and model.text_features(global_token).shape == (1, 512)
+    assert image.shape == (1, 512)
+
+
+def test_pretrained_weights_load_verified_by_sha256(tiny_encoder: ReportEncoder, tmp_path: Path) -> None:
+    path = tmp_path / "open_clip_pytorch_model.bin"
+    torch.save(tiny_encoder.clip.state_dict(), path)
+    sha = hashlib.sha256(path.read_bytes()).hexdigest()
+    cfg = load_config("tiny", [f"text.encoder_weights={path}", f"text.encoder_weights_sha256={sha}"])
+    torch.manual_seed(123)  # a different random image tower, overwritten by the checkpoint
+    loaded = ReportEncoder.from_config(cfg.text, 64)
+    assert torch.equal(loaded.clip.visual.conv1.weight, tiny_encoder.clip.visual.conv1.weight)
+    bad = load_config("tiny", [f"text.encoder_weights={path}", "text.encoder_weights_sha256=" + "f" * 64])
+    with pytest.raises(ConfigError, match="sha256 .* does not match"):
+        ReportEncoder.from_config(bad.text, 64)
+    with pytest.raises(ConfigError, match="does not exist"):
+        ReportEncoder.from_config(load_config("tiny", [f"text.encoder_weights={tmp_path}/nope.bin"]).text, 64)
+
+
+def test_train_parts_choose_what_learns(tiny_encoder: ReportEncoder) -> None:
+    model = tiny_encoder
+    n = {parts: sum(p.numel() for p in model.set_trainable(parts)) for parts in model_parts()}
+    squeeze = sum(p.numel() for p in model.squeeze.parameters())
+    assert n["squeezer"] == squeeze
+    assert n["squeezer+heads"] == squeeze + _count(model.clip.text.proj) + _count(model.clip.visual)
+    assert n["squeezer+text"] == squeeze + _count(model.clip.text)
+    assert n["all"] == squeeze + _count(model.clip) - 1  # the logit scale is fixed, never learned
+    model.requires_grad_(False)
+    from services.text.stage import check_trainable
+
+    with pytest.raises(ConfigError, match="needs pretrained towers"):
+        check_trainable(load_config("tiny", ["text.train_parts=squeezer"]))
+
+
+def model_parts() -> tuple[str, ...]:
+    from services.text.model import TRAIN_PARTS
+
+    return TRAIN_PARTS
+
+
+def _count(module: torch.nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def test_bundle_round_trip_gives_identical_embeddings(tiny_encoder: ReportEncoder, tmp_path: Path) -> None:
+    tiny_encoder.save_bundle(tmp_path / "bundle")
+    loaded = ReportEncoder.load_bundle(tmp_path / "bundle")
+    ids = tiny_encoder.tokenizer()(["Mild cardiomegaly.", ""]).ids
+    with torch.no_grad():
+        assert torch.equal(tiny_encoder.encode(ids)[1], loaded.encode(ids)[1])
+    assert torch.equal(tiny_encoder.unconditional(), loaded.unconditional())
+    with pytest.raises(ConfigError, match="not a text-model bundle"):
+        ReportEncoder.load_bundle(tmp_path)
+
+
+# ----------------------------------------------------------------------------- metrics
+def test_retrieval_and_sentence_auc_metrics() -> None:
+    eye = np.eye(20)
+    assert recall_at_k(eye) == {"R@1": 1.0, "R@5": 1.0, "R@10": 1.0}
+    anti = -np.eye(20)  # every partner ranks last
+    assert recall_at_k(anti)["R@10"] == 0.0
+    rng = np.random.default_rng(0)
+    feats = rng.normal(size=(50, 8))
+    feats /= np.linalg.norm(feats, axis=1, keepdims=True)
+    assert retrieval_metrics(feats, feats)["mean_R@1"] == 1.0
+    labels = {"Edema": [1] * 25 + [0] * 25, "Fracture": [0] * 50}
+    images = np.r_[np.ones((25, 2)), -np.ones((25, 2))] / np.sqrt(2)
+    auc = sentence_auc(images, labels, {"Edema": np.array([1.0, 1.0]), "Fracture": np.array([1.0, 0.0])})
+    assert auc == {"Edema": 1.0, "Fracture": None}
+
+
+# ----------------------------------------------------------------------------- bad input
+def test_non_utf8_report_bytes_are_rejected_naming_the_row(tmp_path: Path) -> None:
+    from services.data.phantom.dataset import build_phantom_dataset
+
+    cfg = load_config("tiny", ["data.max_reports=6"])
+    table = build_phantom_dataset(cfg, str(tmp_path / "d"), workers=1).table
+    values = [v.encode() if v else None for v in table.column("report_text").to_pylist()]
+    values[2] = b"Heart size \xff normal."
+    bad = table.set_column(table.column_names.index("report_text"), "report_text", pa.array(values, pa.binary()))
+    buf = io.BytesIO()
+    pq.write_table(bad, buf)
+    sample = table.column("sample_id")[2].as_py()
+    with pytest.raises(DataError, match=rf"sample_id '{sample}': column 'report_text'.*0xff at offset 11"):
+        manifest.parse(buf.getvalue())
+
+
+def test_cli_rejects_non_utf8_report_file_with_its_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from diffcxr.cli import main
+
+    path = tmp_path / "reports.txt"
+    path.write_bytes(b"Heart size normal.\nLeft \xfe effusion.\n")
+    assert main(["text", "embed", "--model", str(tmp_path), "--reports", str(path)]) == 2
+    assert "not a text-model bundle" in capsys.readouterr().err  # the model is checked first
+    tiny = tmp_path / "bundle"
+    torch.manual_seed(0)
+    ReportEncoder.from_config(load_config("tiny").text, 64).save_bundle(tiny)
+    assert main(["text", "embed", "--model", str(tiny), "--reports", str(path)]) == 2
+    assert "line 2: report text is not valid UTF-8: bad byte 0xfe at offset 5" in capsys.readouterr().err
+    out = tmp_path / "ctx.npy"
+    path.write_text("Heart size normal.\n\n")
+    assert main(["text", "embed", "--model", str(tiny), "--reports", str(path), "--out", str(out)]) == 0
+    context = np.load(out)
+    assert context.shape == (2, 32, 384)
+    model = ReportEncoder.load_bundle(tiny)
+    assert np.array_equal(context[1], model.unconditional().numpy())  # the empty line is the unconditional context
+
+
+# ----------------------------------------------------------------------------- Ray Train + Ray Data
+@pytest.fixture(scope="module")
+def phantom_manifest(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """120 phantom pairs, plus one kept row with an empty report and one with a very long report."""
+    from services.data.phantom.dataset import build_phantom_dataset
+
+    root = tmp_path_factory.mktemp("text-data")
+    cfg = load_config("tiny", ["data.max_reports=120", "data.noise_rate=0"])
+    rows = build_phantom_dataset(cfg, str(root), workers=2).table.to_pylist()
+    kept = [r for r in rows if r["status"] == "kept"]
+    empty = {**kept[0], "sample_id": "extra:empty", "report_text": "", "findings": None, "impression": None}
+    long = {**kept[1], "sample_id": "extra:long", "report_text": "No acute disease. " * 60}
+    uri = str(root / "manifest.parquet")
+    manifest.write(manifest.to_table([*rows, empty, long]), uri)
+    return uri
+
+
+def _train_cfg(**extra: str) -> object:
+    overrides = [
+        "text.steps=12",
+        "text.checkpoint_every=4",
+        "text.batch_size=16",
+        "text.log_every=2",
+        "ray.num_workers=2",
+        "ray.cpus_per_worker=0.5",
+        *(f"{k}={v}" for k, v in extra.items()),
+    ]
+    return load_config("tiny", overrides)
+
+
+def test_two_worker_training_crash_resume_and_registry_round_trip(
+    ray_local: None, phantom_manifest: str, tmp_path: Path, mlflow_server: str, experiment_name: str, home: Path
+) -> None:
+    from mlflow.tracking import MlflowClient
+
+    from diffcxr.tracking import Tracker
+    from services.text import stage
+
+    cfg = _train_cfg()
+    out = str(tmp_path / "text")
+    tracker = Tracker(mlflow_server, experiment_name)
+    with tracker.run("text-crash"), pytest.raises(DiffCXRError, match="injected crash after step 8.*re-run"):
+        stage.run_train(cfg, tracker, phantom_manifest, out, crash_after_step=8)
+    checkpoints = [u for u in storage.list_files(f"{out}/ray") if u.endswith("state.pt")]
+    assert checkpoints, "the crashed run left its checkpoints"
+
+    with tracker.run("text-resume") as run:
+        result = stage.run_train(cfg, tracker, phantom_manifest, out)
+    summary = result["summary"]
+    assert summary["resumed_from_step"] == 8 and summary["steps"] == 12
+    assert summary["samples_per_second"] > 0 and summary["heldout_pairs"] > 10
+    for name in ("trained", "untrained"):
+        assert 0 <= summary["evaluation"][name]["retrieval"]["mean_R@10"] <= 1
+    history = MlflowClient(mlflow_server).get_metric_history(run.info.run_id, "text.loss")
+    assert sorted(m.step for m in history) == [10, 12]  # rank 0 logged after the resume, every log_every steps
+    assert storage.exists(f"{out}/figures/loss.png")
+
+    registered = summary["registered"]
+    assert registered["name"] == "diffcxr-text" and registered["alias"] == cfg.tracking.alias
+    assert tracker.alias_version("diffcxr-text", cfg.tracking.alias) == registered["version"]
+    from_registry = stage.load_registered(tracker, cfg.tracking.alias)
+    from_storage = ReportEncoder.load_bundle(storage.get_folder(result["model"]))
+    ids = from_storage.tokenizer()(["Small right pleural effusion.", "There is cardiomegaly.", ""]).ids
+    with torch.no_grad():
+        assert torch.equal(from_registry.encode(ids)[1], from_storage.encode(ids)[1])
+    tags = MlflowClient(mlflow_server).get_model_version("diffcxr-text", str(registered["version"])).tags
+    assert tags["context_shape"] == "[32, 384]" and tags["squeeze_tokens"] == "32"
+
+
+def test_embeddings_through_ray_data_to_s3(
+    ray_local: None, phantom_manifest: str, s3_bucket: str, tmp_path: Path
+) -> None:
+    from services.text.embed import read_embeddings, sentence_id
+    from services.text.stage import run_embed
+
+    torch.manual_seed(0)
+    model = ReportEncoder.from_config(load_config("tiny").text, 64).eval()
+    bundle = str(model.save_bundle(tmp_path / "bundle"))
+    cfg = load_config("tiny", ["text.embed_batch_size=16"])
+    out = f"{s3_bucket}/embeddings"
+    result = run_embed(cfg, bundle, phantom_manifest, out)
+    rows = [r for r in manifest.read(phantom_manifest).to_pylist() if r["status"] == "kept"]
+    assert result["counts"]["reports"] == len(rows) and result["context_shape"] == [32, 384]
+
+    emb = read_embeddings(out)
+    assert emb.sample_ids == sorted(r["sample_id"] for r in rows)  # every kept row, once
+    assert emb.contexts.shape == (len(rows), 32, 384) and emb.contexts.dtype == np.float16
+    index = emb.index()
+    uncond = model.unconditional().numpy()
+    assert np.array_equal(emb.contexts[index["extra:empty"]], uncond.astype(np.float16))
+    assert np.array_equal(emb.unconditional, uncond)
+    assert emb.truncated["extra:long"] and not emb.truncated[rows[0]["sample_id"]]
+    assert emb.meta["truncated_sample_ids"] == sorted(k for k, t in emb.truncated.items() if t)
+    sentences = {r["disease_sentence"] for r in rows}
+    assert set(emb.sentences) == {sentence_id(s) for s in sentences}
+    assert all(emb.sentence_of[r["sample_id"]] == sentence_id(r["disease_sentence"]) for r in rows)
+    # the Ray Data path matches a direct forward pass of the same model
+    some = rows[5]
+    with torch.no_grad():
+        direct = model.encode(model.tokenizer()([some["report_text"]]).ids)[1][0].numpy()
+    assert np.allclose(
+        emb.contexts[index[some["sample_id"]]].astype(np.float32), direct, rtol=2e-3, atol=2e-3
+    )  # float16 storage
