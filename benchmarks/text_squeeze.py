@@ -41,6 +41,7 @@ import torch  # noqa: E402
 
 from diffcxr import storage  # noqa: E402
 from diffcxr.config import load_config  # noqa: E402
+from diffcxr.stages import content_key  # noqa: E402
 from services.data.phantom.dataset import build_phantom_dataset  # noqa: E402
 from services.text.data import training_dataset  # noqa: E402
 from services.text.evaluate import evaluate, features_from_states, load_pairs, probe_sentences  # noqa: E402
@@ -84,9 +85,9 @@ def main() -> None:
         "ray.num_workers=1",
         "ray.cpus_per_worker=1",
         "ray.data_pool_size=2",
-        "ray.data_cpus_per_actor=1",
+        "ray.data_cpus_per_actor=0.75",
     ]
-    cfg = load_config("tiny", base)
+    cfg = load_config("tiny", [*base, "text.squeeze_tokens=77"])
     started = time.time()
     table = build_phantom_dataset(cfg, str(work / "data"), workers=2).table
     rows = [r for r in table.to_pylist() if r["status"] == "kept"]
@@ -95,7 +96,7 @@ def main() -> None:
     print(f"phantoms: {len(rows)} kept, {len(train_rows)} train, {len(test_rows)} test ({time.time() - started:.0f} s)")
 
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
-    init_77 = make_init_bundle(cfg, str(work / "init-77"), "k77")
+    init_77 = make_init_bundle(cfg, str(work / "init-77"), content_key(cfg.text.model_dump(mode="json")))
     t = time.time()
     dataset = training_dataset(train_rows, cfg, init_77)  # materialised: frozen-tower states, computed once
     states_seconds = time.time() - t
@@ -121,7 +122,8 @@ def main() -> None:
     for k in (32, 77, 128, 0):
         name = f"trained squeezer K={k}" if k else "unsqueezed pooled vector (no squeeze)"
         cfg_k = load_config("tiny", [*base, f"text.squeeze_tokens={k}"])
-        init = make_init_bundle(cfg_k, str(work / f"init-{k}"), f"k{k}")
+        init = make_init_bundle(cfg_k, str(work / f"init-{k}"), content_key(cfg_k.text.model_dump(mode="json")))
+        assert ReportEncoder.load_bundle(storage.get_folder(init)).spec["squeeze_tokens"] == k
         outcome = train(cfg_k, dataset, init, str(work / "ray"), f"k{k}")
         model = ReportEncoder.load_bundle(storage.get_folder(init))
         load_partial_state(model, outcome.state["model"])

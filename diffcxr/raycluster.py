@@ -31,3 +31,19 @@ def init_ray(cfg: DiffCXRConfig) -> None:
         if "runtime env" not in str(exc).lower():
             raise
         ray.init(address=address, **options)
+
+
+def check_pool_leaves_room(cfg: DiffCXRConfig, needed: float = 0.25) -> None:
+    """Refuse an actor pool that would take every CPU: the read/decode tasks feeding it could never
+    run and Ray Data would wait forever (seen with 2 actors × 1 CPU on a 2-CPU cluster)."""
+    import ray
+
+    from diffcxr.errors import ConfigError
+
+    total = float(ray.cluster_resources().get("CPU", 0.0))
+    pool = cfg.ray.data_pool_size * cfg.ray.data_cpus_per_actor
+    if total and pool + needed > total:
+        raise ConfigError(
+            f"ray.data_pool_size × ray.data_cpus_per_actor = {pool:g} CPUs leaves less than {needed:g} of this "
+            f"cluster's {total:g} CPUs for the tasks that feed the pool; lower one of them"
+        )

@@ -130,6 +130,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  run folder: {cfg.run_root}")
     if "manifest" in outcomes.get("data", {}):
         print(f"  manifest:   {outcomes['data']['manifest']}  (diffcxr data summary <uri>)")
+    if "embeddings" in outcomes.get("text", {}):
+        print(f"  text model: {outcomes['text']['model']}  (registered as diffcxr-text@{cfg.tracking.alias})")
+        print(f"  embeddings: {outcomes['text']['embeddings']}")
     return 0
 
 

@@ -298,3 +298,12 @@ def test_embeddings_through_ray_data_to_s3(
     assert np.allclose(
         emb.contexts[index[some["sample_id"]]].astype(np.float32), direct, rtol=2e-3, atol=2e-3
     )  # float16 storage
+
+
+def test_an_actor_pool_that_takes_every_cpu_is_refused(ray_local: None) -> None:
+    from diffcxr.raycluster import check_pool_leaves_room
+
+    check_pool_leaves_room(load_config("tiny"))  # 1 × 0.5 of 2 CPUs
+    greedy = load_config("tiny", ["ray.data_pool_size=2", "ray.data_cpus_per_actor=1"])
+    with pytest.raises(ConfigError, match="= 2 CPUs leaves less than 0.25 of this cluster's 2 CPUs"):
+        check_pool_leaves_room(greedy)

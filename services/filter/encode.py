@@ -19,7 +19,7 @@ import pyarrow.parquet as pq
 
 from diffcxr import storage
 from diffcxr.config import AutoencoderConfig, DiffCXRConfig
-from diffcxr.raycluster import init_ray
+from diffcxr.raycluster import check_pool_leaves_room, init_ray
 from services.filter.decode import UnreadableImage, decode_image
 
 
@@ -81,6 +81,7 @@ def encode_with_ray(rows: list[dict[str, Any]], cfg: DiffCXRConfig, out_uri: str
     import ray
 
     size = cfg.data.image_size
+    check_pool_leaves_room(cfg)
     started = time.perf_counter()
     blocks = max(2, min(64, len(rows) // max(1, cfg.filter.encode_batch_size)))
     ds = ray.data.from_items(

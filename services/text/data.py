@@ -17,6 +17,7 @@ import numpy as np
 from diffcxr import storage
 from diffcxr.config import DiffCXRConfig
 from diffcxr.errors import DataError
+from diffcxr.raycluster import check_pool_leaves_room
 from services.filter.decode import UnreadableImage, decode_image
 
 #: Materialise the prepared training set when it is smaller than this.
@@ -45,8 +46,16 @@ def decode_pairs(batch: dict[str, np.ndarray], size: int) -> dict[str, np.ndarra
     }
 
 
-@functools.lru_cache(maxsize=2)
 def _load_bundle(uri: str) -> Any:
+    """A bundle, cached per process by URI *and* weight hash (a URI rewritten with new weights reloads)."""
+    import json
+
+    spec = json.loads(storage.read_text(storage.join(uri, "text_model.json")))
+    return _load_bundle_cached(uri, spec.get("weights_sha256", ""))
+
+
+@functools.lru_cache(maxsize=2)
+def _load_bundle_cached(uri: str, weights_sha256: str) -> Any:
     from services.text.model import ReportEncoder
 
     return ReportEncoder.load_bundle(storage.get_folder(uri))
@@ -99,6 +108,7 @@ def training_dataset(rows: list[dict[str, Any]], cfg: DiffCXRConfig, bundle_uri:
     )
     frozen = text_is_frozen(cfg.text.train_parts)
     if frozen:
+        check_pool_leaves_room(cfg)
         ds = ds.map_batches(
             TokenStateActor,
             fn_constructor_kwargs={"bundle_uri": bundle_uri, "threads": max(1, int(cfg.ray.data_cpus_per_actor))},

@@ -80,6 +80,9 @@ def embed_with_ray(items: list[dict[str, Any]], bundle_uri: str, out_uri: str, b
     """Write embeddings of ``items`` (each has ``text`` plus id columns) as Parquet shards at ``out_uri``."""
     import ray
 
+    from diffcxr.raycluster import check_pool_leaves_room
+
+    check_pool_leaves_room(cfg)  # the Parquet write tasks need CPU too
     blocks = max(1, min(64, len(items) // max(1, batch_size)))
     ds = ray.data.from_items(items, override_num_blocks=blocks)
     ds = ds.map_batches(

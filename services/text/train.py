@@ -44,7 +44,8 @@ def train_loop(config: dict[str, Any]) -> None:
     from open_clip.loss import ClipLoss
 
     from diffcxr.config import TextConfig
-    from services.text.data import _load_bundle, text_is_frozen
+    from services.text.data import text_is_frozen
+    from services.text.model import ReportEncoder
 
     text = TextConfig(**config["text"])
     ctx = ray.train.get_context()
@@ -52,7 +53,7 @@ def train_loop(config: dict[str, Any]) -> None:
     torch.set_num_threads(config["threads"])
     torch.manual_seed(config["seed"] * 1000 + rank)
 
-    model = _load_bundle(config["init_uri"])
+    model = ReportEncoder.load_bundle(storage.get_folder(config["init_uri"]))  # a private copy: it trains
     params = model.set_trainable(text.train_parts)
     optimizer = torch.optim.AdamW(params, lr=text.lr, weight_decay=text.weight_decay)
     scheduler = get_cosine_schedule_with_warmup(optimizer, text.warmup_steps, text.steps)
