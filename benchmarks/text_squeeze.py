@@ -44,7 +44,13 @@ from diffcxr.config import load_config  # noqa: E402
 from diffcxr.stages import content_key  # noqa: E402
 from services.data.phantom.dataset import build_phantom_dataset  # noqa: E402
 from services.text.data import training_dataset  # noqa: E402
-from services.text.evaluate import evaluate, features_from_states, load_pairs, probe_sentences  # noqa: E402
+from services.text.evaluate import (  # noqa: E402
+    evaluate,
+    features_from_states,
+    load_pairs,
+    negated_probes,
+    probe_sentences,
+)
 from services.text.model import ReportEncoder  # noqa: E402
 from services.text.stage import make_init_bundle  # noqa: E402
 from services.text.train import load_partial_state, train  # noqa: E402
@@ -66,7 +72,7 @@ def main() -> None:
     parser.add_argument("--reports", type=int, default=2000)
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--batch", type=int, default=64)
-    parser.add_argument("--throughput-steps", type=int, default=40)
+    parser.add_argument("--throughput-steps", type=int, default=40, help="0 skips the throughput runs")
     args = parser.parse_args()
     import ray
 
@@ -106,6 +112,7 @@ def main() -> None:
     t = time.time()
     test_pooled, test_states = token_states(frozen, [r["report_text"] or "" for r in test_rows])
     probe_pooled, probe_states = token_states(frozen, list(probe_sentences().values()))
+    negated_pooled, negated_states = token_states(frozen, list(negated_probes().values()))
     print(f"test token states: {time.time() - t:.0f} s")
 
     def score(model: ReportEncoder) -> dict:
@@ -115,6 +122,7 @@ def main() -> None:
             test_images,
             report_features=features_from_states(model, test_pooled, test_states),
             sentence_features=features_from_states(model, probe_pooled, probe_states),
+            negated_features=features_from_states(model, negated_pooled, negated_states),
         )
 
     results: dict[str, dict] = {"random squeezer (K=77, untrained)": score(frozen)}
@@ -135,11 +143,12 @@ def main() -> None:
         }
         r = results[name]["retrieval"]
         print(
-            f"{name}: mean R@1 {r['mean_R@1']:.3f} R@10 {r['mean_R@10']:.3f} mAUC {results[name]['sentence_mauc']:.3f}"
+            f"{name}: mean R@1 {r['mean_R@1']:.3f} R@10 {r['mean_R@10']:.3f} "
+            f"sentence mAUC {results[name]['sentence_mauc']:.3f} contrast mAUC {results[name]['contrast_mauc']:.3f}"
         )
 
     throughput = {}
-    for workers in (1, 2):
+    for workers in (1, 2) if args.throughput_steps else ():
         cfg_t = load_config("tiny", [*base, f"text.steps={args.throughput_steps}", "text.squeeze_tokens=77"])
         outcome = train(cfg_t, dataset, init_77, str(work / "ray"), f"throughput-{workers}", num_workers=workers)
         throughput[f"{workers}_worker"] = round(outcome.samples_per_second, 1)

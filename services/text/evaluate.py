@@ -58,31 +58,48 @@ def probe_sentences() -> dict[str, str]:
     return {d: disease_sentence({d: 1}) for d in EVAL_DISEASES}
 
 
+def negated_probes() -> dict[str, str]:
+    """ "There is no {disease}." per evaluated disease: the other side of a zero-shot probe."""
+    return {d: f"There is no {d.lower()}." for d in EVAL_DISEASES}
+
+
 def evaluate(
     model: ReportEncoder,
     rows: list[dict[str, Any]],
     images: np.ndarray,
     report_features: np.ndarray | None = None,
     sentence_features: np.ndarray | None = None,
+    negated_features: np.ndarray | None = None,
 ) -> dict[str, Any]:
-    """Retrieval R@k on the pairs, per-disease sentence→image AUC, and their mean (``sentence_mauc``).
+    """Retrieval R@k on the pairs and per-disease probe AUCs with their means.
 
-    Text features are computed from the rows unless given (in :func:`probe_sentences` order for sentences).
+    ``sentence_auc``: cos(image, "There is X.") (the disease sentence the adapter
+    reads); ``contrast_auc``: cos with it minus cos with "There is no X.".
+    Text features are computed from the rows/probes unless given (probes in
+    :func:`probe_sentences` / :func:`negated_probes` order).
     """
     model.eval()
     img = image_features(model, images)
-    txt = (
-        report_features if report_features is not None else text_features(model, [r["report_text"] or "" for r in rows])
-    )
-    sentences = probe_sentences()
+    if report_features is None:
+        report_features = text_features(model, [r["report_text"] or "" for r in rows])
+    positive, negative = probe_sentences(), negated_probes()
     if sentence_features is None:
-        sentence_features = text_features(model, list(sentences.values()))
-    sent = dict(zip(sentences, sentence_features, strict=True))
+        sentence_features = text_features(model, list(positive.values()))
+    if negated_features is None:
+        negated_features = text_features(model, list(negative.values()))
+    pos = dict(zip(positive, sentence_features, strict=True))
+    neg = dict(zip(negative, negated_features, strict=True))
     labels = {d: [r.get(d) for r in rows] for d in EVAL_DISEASES}
-    aucs = sentence_auc(img, labels, sent)
-    defined = [v for v in aucs.values() if v is not None]
+    plain, contrast = sentence_auc(img, labels, pos), sentence_auc(img, labels, pos, neg)
+
+    def mean(values: dict[str, float | None]) -> float | None:
+        defined = [v for v in values.values() if v is not None]
+        return float(np.mean(defined)) if defined else None
+
     return {
-        "retrieval": retrieval_metrics(img, txt),
-        "sentence_auc": aucs,
-        "sentence_mauc": float(np.mean(defined)) if defined else None,
+        "retrieval": retrieval_metrics(img, report_features),
+        "sentence_auc": plain,
+        "sentence_mauc": mean(plain),
+        "contrast_auc": contrast,
+        "contrast_mauc": mean(contrast),
     }

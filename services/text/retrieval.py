@@ -33,18 +33,27 @@ def retrieval_metrics(image_features: np.ndarray, text_features: np.ndarray) -> 
 
 
 def sentence_auc(
-    image_features: np.ndarray, labels: dict[str, list[int | None]], sentence_features: dict[str, np.ndarray]
+    image_features: np.ndarray,
+    labels: dict[str, list[int | None]],
+    sentence_features: dict[str, np.ndarray],
+    negative_features: dict[str, np.ndarray] | None = None,
 ) -> dict[str, float | None]:
     """Per disease: AUC of cos(image, "There is {disease}.") against positive (1) vs not (0/None/-1).
 
+    With ``negative_features`` ("There is no {disease}.") the score is the
+    difference of the two similarities: CLIP-style zero-shot classification,
+    which cancels what the two sentences share (the disease word itself).
     Diseases without both classes among the images get None (AUC undefined).
     """
     out: dict[str, float | None] = {}
+    image = image_features.astype(np.float32)
     for disease, values in labels.items():
         y = np.array([1 if v == 1 else 0 for v in values])
         if disease not in sentence_features or y.min() == y.max():
             out[disease] = None
             continue
-        score = image_features.astype(np.float32) @ sentence_features[disease].astype(np.float32)
+        score = image @ sentence_features[disease].astype(np.float32)
+        if negative_features is not None:
+            score = score - image @ negative_features[disease].astype(np.float32)
         out[disease] = float(roc_auc_score(y, score))
     return out

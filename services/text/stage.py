@@ -314,8 +314,9 @@ def _track(
     }
     for name, result in summary["evaluation"].items():
         metrics.update({f"text.{name}.{k}": v for k, v in result["retrieval"].items()})
-        if result["sentence_mauc"] is not None:
-            metrics[f"text.{name}.sentence_mauc"] = result["sentence_mauc"]
+        for key in ("sentence_mauc", "contrast_mauc"):
+            if result[key] is not None:
+                metrics[f"text.{name}.{key}"] = result[key]
     tracker.log_metrics({k.replace("@", "_at_"): v for k, v in metrics.items()})
     with tempfile.TemporaryDirectory() as tmp:
         Path(tmp, "loss.png").write_bytes(loss_png)
