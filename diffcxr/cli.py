@@ -272,12 +272,13 @@ def cmd_text_embed(args: argparse.Namespace) -> int:
 
     texts = list(args.text or []) if args.reports is None else read_report_lines(args.reports)
     model = ReportEncoder.load_bundle(storage.get_folder(model_uri))
-    tokens = model.tokenizer()(texts)
+    tokenizer = model.tokenizer()
+    tokens = tokenizer(texts)
     with torch.no_grad():
         context = model.encode(tokens.ids)[1].numpy()
     uncond = model.unconditional().numpy()
     for i, text in enumerate(texts):
-        if not model.tokenizer().normalise(text):
+        if not tokenizer.normalise(text):
             context[i] = uncond
     info = {
         "reports": len(texts),

@@ -55,6 +55,13 @@ class StageDir:
             return False
         return all(storage.exists(uri) for uri in marker["outputs"].values())
 
+    def reuse(self, key: str) -> dict[str, Any] | None:
+        """A stage's "skipped" result (its recorded outputs and summary) when it is current for ``key``."""
+        if not self.is_current(key):
+            return None
+        marker = self.marker() or {}
+        return {"skipped": True, **marker.get("outputs", {}), "summary": marker.get("summary", {}), "key": key}
+
     def complete(self, key: str, outputs: Mapping[str, str], extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
         """Write the marker (last, after every output exists)."""
         marker = {

@@ -60,15 +60,10 @@ def run(cfg: DiffCXRConfig, tracker: Tracker | None = None, force: bool = False)
     """
     stage = StageDir(cfg.run_root, STAGE)
     key = stage_key(cfg)
-    if not force and stage.is_current(key):
-        marker = stage.marker() or {}
+    reused = None if force else stage.reuse(key)
+    if reused:
         log.info("data stage is current (key %s): skipped", key)
-        return {
-            "skipped": True,
-            "manifest": marker["outputs"]["manifest"],
-            "summary": marker.get("summary", {}),
-            "key": key,
-        }
+        return reused
     if cfg.data.images == "phantom":
         from services.data.phantom.dataset import build_phantom_dataset
 

@@ -73,9 +73,9 @@ def run(
     out = out_uri or stage.uri
     manifest_bytes = storage.read_bytes(manifest_uri)  # read once: a missing URI fails here, naming it
     key = stage_key(cfg, manifest_bytes)
-    if stage and not force and stage.is_current(key):
-        marker = stage.marker() or {}
-        return {"skipped": True, **marker.get("outputs", {}), "summary": marker.get("summary", {}), "key": key}
+    reused = stage.reuse(key) if stage and not force else None
+    if reused:
+        return reused
     started = time.perf_counter()
     table = manifest.parse(manifest_bytes, manifest_uri)
     rows = table.to_pylist()

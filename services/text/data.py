@@ -18,7 +18,7 @@ from diffcxr import storage
 from diffcxr.config import DiffCXRConfig
 from diffcxr.errors import DataError
 from diffcxr.raycluster import check_pool_leaves_room
-from services.filter.decode import UnreadableImage, decode_image
+from services.filter.encode import read_and_decode
 
 #: Materialise the prepared training set when it is smaller than this.
 MATERIALISE_BYTES = 1 << 30
@@ -31,18 +31,12 @@ def text_is_frozen(train_parts: str) -> bool:
 def decode_pairs(batch: dict[str, np.ndarray], size: int) -> dict[str, np.ndarray]:
     """Ray Data task: image URIs → (B, size, size) uint8; unreadable rows are dropped (the filter stage
     already quarantined unreadable images, so a drop here means the file changed since)."""
-    images, keep = [], []
-    for i, uri in enumerate(batch["image_uri"]):
-        try:
-            images.append(decode_image(storage.read_bytes(str(uri)), size))
-            keep.append(i)
-        except (UnreadableImage, Exception):  # one unreadable file never stops training
-            continue
-    keep_idx = np.array(keep, dtype=np.int64)
+    decoded = read_and_decode(batch, size)
+    keep = np.array([not e for e in decoded["error"]], dtype=bool)
     return {
-        "sample_id": batch["sample_id"][keep_idx],
-        "report_text": batch["report_text"][keep_idx],
-        "image": np.stack(images) if images else np.zeros((0, size, size), np.uint8),
+        "sample_id": batch["sample_id"][keep],
+        "report_text": batch["report_text"][keep],
+        "image": decoded["image"][keep],
     }
 
 

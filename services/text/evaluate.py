@@ -7,24 +7,20 @@ from typing import Any
 import numpy as np
 import torch
 
-from diffcxr import storage
 from diffcxr.constants import EVAL_DISEASES
 from diffcxr.labeling.sentences import disease_sentence
-from services.filter.decode import decode_image
+from services.filter.encode import read_and_decode
 from services.text.model import ReportEncoder
 from services.text.retrieval import retrieval_metrics, sentence_auc
 
 
 def load_pairs(rows: list[dict[str, Any]], size: int) -> tuple[list[dict[str, Any]], np.ndarray]:
     """Rows whose image decodes, and their (N, size, size) uint8 images."""
-    kept, images = [], []
-    for row in rows:
-        try:
-            images.append(decode_image(storage.read_bytes(row["image_uri"]), size))
-            kept.append(row)
-        except Exception:  # noqa: S112 - an unreadable held-out image is left out of the metric
-            continue
-    return kept, (np.stack(images) if images else np.zeros((0, size, size), np.uint8))
+    batch = {"sample_id": np.array([r["sample_id"] for r in rows], dtype=object)}
+    batch["image_uri"] = np.array([r["image_uri"] for r in rows], dtype=object)
+    decoded = read_and_decode(batch, size)  # an unreadable held-out image is left out of the metric
+    keep = [i for i, e in enumerate(decoded["error"]) if not e]
+    return [rows[i] for i in keep], decoded["image"][keep]
 
 
 @torch.no_grad()

@@ -156,7 +156,8 @@ def embed_manifest(cfg: DiffCXRConfig, rows: list[dict[str, Any]], bundle_uri: s
     ]
     items += [{"kind": "sentence", "key": sentence_id(s), "sentence_id": sentence_id(s), "text": s} for s in sentences]
     embed_with_ray(items, bundle_uri, storage.join(out, "table"), cfg.text.embed_batch_size, cfg)
-    model = ReportEncoder.load_bundle(storage.get_folder(bundle_uri))
+    folder = storage.get_folder(bundle_uri)  # once: a remote bundle is a download
+    model = ReportEncoder.load_bundle(folder)
     uncond = model.unconditional().numpy()
     write_unconditional(out, uncond)
 
@@ -180,9 +181,7 @@ def embed_manifest(cfg: DiffCXRConfig, rows: list[dict[str, Any]], bundle_uri: s
         "embed_dim": model.spec["embed_dim"],
         "dtype": "float16",
         "model_uri": bundle_uri,
-        "weights_sha256": json.loads((storage.get_folder(bundle_uri) / "text_model.json").read_text()).get(
-            "weights_sha256"
-        ),
+        "weights_sha256": json.loads((folder / "text_model.json").read_text()).get("weights_sha256"),
         "truncation": "head: [CLS] + first context_length-2 word pieces + [SEP]",
         "counts": {"reports": len(rows), "sentences": len(sentences), "truncated": len(truncated), "empty": len(empty)},
         "truncated_sample_ids": truncated,
@@ -203,6 +202,7 @@ def run_train(
     crash_after_step: int | None = None,
     manifest_bytes: bytes | None = None,
     key: str | None = None,
+    rows: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """Train (or resume), evaluate on held-out pairs, write ``model/`` and ``summary.json``, register."""
     check_trainable(cfg)
@@ -211,7 +211,7 @@ def run_train(
     manifest_bytes = manifest_bytes if manifest_bytes is not None else storage.read_bytes(manifest_uri)
     key = key or stage_key(cfg, manifest_bytes)
     started = time.perf_counter()
-    rows = kept_rows(manifest.parse(manifest_bytes, manifest_uri))
+    rows = rows if rows is not None else kept_rows(manifest.parse(manifest_bytes, manifest_uri))
     trained = train_text(cfg, rows, out, key, tracker, num_workers, crash_after_step)
     model, outcome = trained["model"], trained["outcome"]
     heldout, images = load_pairs(heldout_rows(rows), cfg.data.image_size)
@@ -267,12 +267,12 @@ def run(
     out = out_uri or stage.uri
     manifest_bytes = storage.read_bytes(manifest_uri)
     key = stage_key(cfg, manifest_bytes)
-    if stage and not force and stage.is_current(key):
-        marker = stage.marker() or {}
-        return {"skipped": True, **marker.get("outputs", {}), "summary": marker.get("summary", {}), "key": key}
-    trained = run_train(cfg, tracker, manifest_uri, out, num_workers, crash_after_step, manifest_bytes, key)
-    embeddings_uri = storage.join(out, "embeddings")
+    reused = stage.reuse(key) if stage and not force else None
+    if reused:
+        return reused
     rows = kept_rows(manifest.parse(manifest_bytes, manifest_uri))
+    trained = run_train(cfg, tracker, manifest_uri, out, num_workers, crash_after_step, manifest_bytes, key, rows)
+    embeddings_uri = storage.join(out, "embeddings")
     meta = embed_manifest(cfg, rows, trained["model"], embeddings_uri)
     summary = {**trained["summary"], "embeddings": meta["counts"]}
     storage.write_text(storage.join(out, "summary.json"), json.dumps(summary, indent=2))
@@ -314,38 +314,33 @@ def _track(
     }
     for name, result in summary["evaluation"].items():
         metrics.update({f"text.{name}.{k}": v for k, v in result["retrieval"].items()})
-        for key in ("sentence_mauc", "contrast_mauc"):
-            if result[key] is not None:
-                metrics[f"text.{name}.{key}"] = result[key]
+        for metric in ("sentence_mauc", "contrast_mauc"):  # not `key`: that is the stage key, used below
+            if result[metric] is not None:
+                metrics[f"text.{name}.{metric}"] = result[metric]
     tracker.log_metrics({k.replace("@", "_at_"): v for k, v in metrics.items()})
     with tempfile.TemporaryDirectory() as tmp:
         Path(tmp, "loss.png").write_bytes(loss_png)
         tracker.log_artifact(str(Path(tmp, "loss.png")), "text")
     tracker.log_dict(summary, "text/summary.json")
     folder = storage.get_folder(model_uri)
-    with tempfile.TemporaryDirectory() as tmp:
-        bundle = Path(tmp, BUNDLE_DIR)
-        import shutil
-
-        shutil.copytree(folder, bundle)
-        spec = json.loads((bundle / "text_model.json").read_text())
-        metadata = {
-            "kind": "text",
-            "stage_key": key,
-            "encoder": spec["encoder"],
-            "context_shape": summary["context_shape"],
-            "embed_dim": spec["embed_dim"],
-            "squeeze_tokens": spec["squeeze_tokens"],
-            "context_length": spec["context_length"],
-            "image_size": spec["image_size"],
-            "weights_sha256": spec["weights_sha256"],
-            "model_uri": model_uri,
-            "labels": list(CHEXPERT_LABELS),
-        }
-        trained = summary["evaluation"].get("trained", {})
-        if trained:
-            metadata["heldout_mean_R_at_1"] = trained["retrieval"]["mean_R@1"]
-        version = tracker.register_bundle(MODEL_NAME, {"bundle": bundle}, metadata, alias=cfg.tracking.alias)
+    spec = json.loads((folder / "text_model.json").read_text())
+    metadata = {
+        "kind": "text",
+        "stage_key": key,
+        "encoder": spec["encoder"],
+        "context_shape": summary["context_shape"],
+        "embed_dim": spec["embed_dim"],
+        "squeeze_tokens": spec["squeeze_tokens"],
+        "context_length": spec["context_length"],
+        "image_size": spec["image_size"],
+        "weights_sha256": spec["weights_sha256"],
+        "model_uri": model_uri,
+        "labels": list(CHEXPERT_LABELS),
+    }
+    trained = summary["evaluation"].get("trained", {})
+    if trained:
+        metadata["heldout_mean_R_at_1"] = trained["retrieval"]["mean_R@1"]
+    version = tracker.register_bundle(MODEL_NAME, {"bundle": folder}, metadata, alias=cfg.tracking.alias)
     return {"name": MODEL_NAME, "version": version, "alias": cfg.tracking.alias}
 
 

@@ -136,7 +136,7 @@ def _report(
     import ray.train
     import torch
 
-    metrics = {k: v for k, v in record.items()}
+    metrics = dict(record)
     if rank != 0:
         ray.train.report(metrics)
         return
