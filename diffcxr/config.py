@@ -216,7 +216,12 @@ class DiffusionConfig(Section):
     beta_start: float = Field(0.00085, gt=0)
     beta_end: float = Field(0.012, gt=0)
     beta_schedule: Literal["scaled_linear", "linear"] = "scaled_linear"
-    checkpoint_every: int = Field(5000, ge=1)
+    grad_clip: float = Field(1.0, ge=0, description="Max gradient norm (0 = no clipping).")
+    checkpoint_every: int = Field(5000, ge=1, description="Steps between checkpoints (a re-run resumes from the last).")
+    log_every: int = Field(50, ge=1, description="Steps between loss/lr logs to MLflow.")
+    sample_every: int = Field(10000, ge=1, description="Steps between preview sample grids logged to MLflow.")
+    preview_reports: int = Field(4, ge=0, le=16, description="Held-out reports in each preview grid (fixed seeds).")
+    max_failures: int = Field(0, ge=0, description="Worker-group restarts Ray Train attempts after a crash.")
 
     @model_validator(mode="after")
     def _check(self) -> DiffusionConfig:
@@ -230,10 +235,16 @@ class DiffusionConfig(Section):
 
 
 class AdapterConfig(Section):
+    """Stage 2: the disease-knowledge adapter on top of the frozen U-ViT (optimiser betas, weight decay,
+    schedule, EMA and logging cadence are shared with ``diffusion``)."""
+
     enabled: bool = True
     steps: int = Field(200000, ge=1)
     lr: float = Field(2e-4, gt=0)
     batch_size: int = Field(256, ge=1)
+    warmup_steps: int = Field(1000, ge=0)
+    p_uncond: float = Field(0.1, ge=0, le=1, description="Fraction of samples with report AND sentence blanked.")
+    checkpoint_every: int = Field(5000, ge=1)
 
 
 class LabelerConfig(Section):

@@ -1,4 +1,4 @@
-"""Diff-CXR end to end: data → filter → text → diffusion → adapter → eval → register.
+"""Diff-CXR end to end: data → filter → text → diffusion (U-ViT + adapter) → eval → register.
 
 Run it as a Ray job (``ray job submit --working-dir . -- python orchestration/full_pipeline.py``)
 or in-process (``diffcxr pipeline run``). One MLflow parent run holds a nested
@@ -51,13 +51,20 @@ def _text_stage(cfg: DiffCXRConfig, tracker: Tracker, force: bool) -> dict[str, 
     return stage.run(cfg, tracker, force=force)
 
 
+def _diffusion_stage(cfg: DiffCXRConfig, tracker: Tracker, force: bool) -> dict[str, Any]:
+    """U-ViT, then the disease-knowledge adapter, then the generator bundle (one stage: the adapter is
+    meaningless without the U-ViT it was copied from)."""
+    from services.diffusion import stage
+
+    return stage.run(cfg, tracker, force=force)
+
+
 #: Every stage in order; a string instead of a function = not built yet (the issue that builds it).
 STAGES: dict[str, StageFn | str] = {
     "data": _data_stage,
     "filter": _filter_stage,
     "text": _text_stage,
-    "diffusion": "#7",
-    "adapter": "#7",
+    "diffusion": _diffusion_stage,
     "eval": "#9",
     "register": "#10",
 }
@@ -133,6 +140,10 @@ def main(argv: list[str] | None = None) -> int:
     if "embeddings" in outcomes.get("text", {}):
         print(f"  text model: {outcomes['text']['model']}  (registered as diffcxr-text@{cfg.tracking.alias})")
         print(f"  embeddings: {outcomes['text']['embeddings']}")
+    if "generator" in outcomes.get("diffusion", {}):
+        alias = cfg.tracking.alias
+        print(f"  generator:  {outcomes['diffusion']['generator']}  (registered as diffcxr-generator@{alias})")
+        print("              try: diffcxr generate --report 'Small left pleural effusion.' --seed 7 --out cxr.png")
     return 0
 
 

@@ -1,0 +1,403 @@
+"""Two-stage denoiser training on Ray Train.
+
+Stage ``uvit``: the U-ViT on (latent, report context) pairs; ε-prediction MSE
+with noise from diffusers' ``DDPMScheduler`` (SD's scaled-linear betas), AdamW
+(lr 2e-4, wd 0.03, betas 0.9/0.9), linear warm-up, EMA (diffusers
+``EMAModel``), ``diffusion.p_uncond`` of the samples trained on the
+unconditional context. Stage ``adapter``: the U-ViT frozen (its EMA weights),
+only the adapter trains, on the disease sentence's context as hint;
+``adapter.p_uncond`` of the samples blank both report and sentence.
+
+Each step draws its noise, timesteps and blanking from a generator seeded by
+(seed, rank, step), so a resumed run continues the same random stream. A
+non-finite loss stops training naming the step and the batch's sample ids.
+Rank 0 logs loss/lr to MLflow every ``log_every`` steps, a preview grid (fixed
+held-out reports and seeds, EMA weights) every ``sample_every`` steps, and
+checkpoints (trainable weights, EMA, optimiser, schedule, step, history) every
+``checkpoint_every`` steps; a re-run with the same name resumes.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from diffcxr import storage
+from diffcxr.config import DiffCXRConfig
+from diffcxr.errors import DiffCXRError
+
+log = logging.getLogger(__name__)
+STATE_FILE = "state.pt"
+STAGES = ("uvit", "adapter")
+
+
+class NonFiniteLoss(RuntimeError):
+    """Raised on a NaN/inf loss: divergence must stop training, loudly."""
+
+
+@dataclass
+class TrainOutcome:
+    state: dict[str, Any]  # trainable weights, EMA weights, step, history
+    resumed_from: int
+    seconds: float
+    samples_per_second: float
+
+
+def _build(stage: str, config: dict[str, Any]) -> tuple[Any, list]:
+    """The network and its trainable parameters (same on every worker: built from files, not random)."""
+    from services.diffusion.adapter import AdaptedUViT
+    from services.diffusion.weights import load_uvit
+
+    uvit, _ = load_uvit(storage.get_folder(config["uvit_uri"]))
+    if stage == "uvit":
+        uvit.train()
+        return uvit, list(uvit.parameters())
+    model = AdaptedUViT(uvit)
+    model.train()
+    return model, list(model.adapter.parameters())
+
+
+def train_loop(config: dict[str, Any]) -> None:
+    """Runs on every Ray Train worker."""
+    import ray.train
+    import ray.train.torch
+    import torch
+    import torch.nn.functional as F
+    from diffusers.optimization import get_constant_schedule_with_warmup
+    from diffusers.training_utils import EMAModel
+
+    from diffcxr.config import AdapterConfig, DiffusionConfig
+    from services.diffusion.data import decode_batch
+    from services.diffusion.schedulers import training_scheduler
+
+    stage = config["stage"]
+    dcfg, acfg = DiffusionConfig(**config["diffusion"]), AdapterConfig(**config["adapter"])
+    steps = dcfg.steps if stage == "uvit" else acfg.steps
+    batch_size = dcfg.batch_size if stage == "uvit" else acfg.batch_size
+    p_uncond = dcfg.p_uncond if stage == "uvit" else acfg.p_uncond
+    checkpoint_every = dcfg.checkpoint_every if stage == "uvit" else acfg.checkpoint_every
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    torch.set_num_threads(config["threads"])
+    payload = config["payload"]
+    uncond = torch.from_numpy(payload["unconditional"]).float()
+
+    model, params = _build(stage, config)
+    optimizer = torch.optim.AdamW(
+        params,
+        lr=dcfg.lr if stage == "uvit" else acfg.lr,
+        weight_decay=dcfg.weight_decay,
+        betas=tuple(dcfg.betas),
+    )
+    lr_schedule = get_constant_schedule_with_warmup(
+        optimizer, dcfg.warmup_steps if stage == "uvit" else acfg.warmup_steps
+    )
+    ema = EMAModel(params, decay=dcfg.ema_decay)
+    step, history, starts = 0, [], []
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint:
+        with checkpoint.as_directory() as folder:
+            state = torch.load(Path(folder, STATE_FILE), map_location="cpu", weights_only=False)
+        trainable(model, stage).load_state_dict(state["model"])
+        ema.load_state_dict(state["ema"])
+        optimizer.load_state_dict(state["optimizer"])
+        lr_schedule.load_state_dict(state["lr_schedule"])
+        step, history, starts = state["step"], state["history"], state["starts"]
+    resumed_from = step
+    starts = [*starts, step]
+    noise_scheduler = training_scheduler(config["schedule"])
+    ddp = ray.train.torch.prepare_model(model)
+    per_worker = batch_size // world
+    shard = ray.train.get_dataset_shard("train")
+    client = None
+    tracking = config.get("tracking")
+    if rank == 0 and tracking:
+        from mlflow.tracking import MlflowClient
+
+        client = MlflowClient(tracking["uri"])
+    preview = Preview(config, stage) if rank == 0 and config.get("preview") and client is not None else None
+
+    first_step, samples, epoch = None, 0, 0
+    while step < steps:
+        batches = 0
+        for raw in shard.iter_batches(
+            batch_size=per_worker,
+            batch_format="numpy",
+            drop_last=True,
+            local_shuffle_buffer_size=4 * per_worker,
+            local_shuffle_seed=config["seed"] + 7919 * (epoch + step) + rank,
+        ):
+            batches += 1
+            batch = decode_batch(raw, payload)
+            gen = torch.Generator().manual_seed(((config["seed"] * 1_000_003 + step) * 1009 + rank) % (2**63))
+            latents, context, hint = batch["latent"], batch["context"], batch["hint"]
+            n = latents.shape[0]
+            noise = torch.randn(latents.shape, generator=gen)
+            timesteps = torch.randint(0, noise_scheduler.config.num_train_timesteps, (n,), generator=gen)
+            blank = torch.rand(n, generator=gen) < p_uncond
+            context = torch.where(blank[:, None, None], uncond.expand_as(context), context)
+            noisy = noise_scheduler.add_noise(latents, noise, timesteps)
+            if stage == "uvit":
+                pred = ddp(noisy, timesteps, context)
+            else:
+                hint = torch.where(blank[:, None, None], uncond.expand_as(hint), hint)
+                pred = ddp(noisy, timesteps, context, hint)
+            loss = F.mse_loss(pred, noise)
+            if not torch.isfinite(loss):
+                log.error("%s: non-finite loss at step %d, batch %s", stage, step + 1, batch["sample_id"])
+                raise NonFiniteLoss(
+                    f"{stage} training diverged: loss is {float(loss)} at step {step + 1} "
+                    f"(batch sample ids {batch['sample_id'][:8]}); lower the learning rate or check the inputs"
+                )
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if dcfg.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(params, dcfg.grad_clip)
+            optimizer.step()
+            lr_schedule.step()
+            ema.step(params)
+            step += 1
+            if config.get("poison_after_step") == step:  # fault-injection test hook: the next loss is NaN
+                with torch.no_grad():
+                    params[0].fill_(float("nan"))
+            if first_step is None:
+                first_step = time.perf_counter()
+            else:
+                samples += per_worker * world
+            record = {"step": step, "loss": float(loss.detach()), "lr": lr_schedule.get_last_lr()[0]}
+            if samples:
+                record["samples_per_second"] = samples / max(time.perf_counter() - first_step, 1e-9)
+            if rank == 0:
+                history.append(record)
+            if client is not None and (step % dcfg.log_every == 0 or step == steps):
+                _log_metrics(client, tracking["run_id"], stage, record)
+            if preview is not None and (step % dcfg.sample_every == 0 or step == steps):
+                preview.log(client, tracking["run_id"], model, ema, params, step)
+            if step % checkpoint_every == 0 or step == steps:
+                _report(model, stage, ema, optimizer, lr_schedule, step, history, starts, rank, record)
+                if config.get("crash_after_step") == step and resumed_from < step:
+                    raise RuntimeError(f"injected crash after step {step} (fault-injection test hook)")
+            if step >= steps:
+                break
+        if batches == 0:
+            raise RuntimeError(f"the dataset shard is smaller than one batch of {per_worker}")
+        epoch += 1
+
+
+def trainable(model: Any, stage: str) -> Any:
+    """The module whose weights a checkpoint holds: the whole U-ViT, or only the adapter."""
+    return model if stage == "uvit" else model.adapter
+
+
+def _report(
+    model: Any, stage: str, ema: Any, optimizer: Any, lr_schedule: Any, step: int, history: list, starts: list,
+    rank: int, record: dict,
+) -> None:  # fmt: skip
+    """Every worker calls report (a barrier); only rank 0 attaches the checkpoint."""
+    import ray.train
+    import torch
+
+    if rank != 0:
+        ray.train.report(dict(record))
+        return
+    with tempfile.TemporaryDirectory() as folder:
+        state = {
+            "model": trainable(model, stage).state_dict(),
+            "ema": ema.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "lr_schedule": lr_schedule.state_dict(),
+            "step": step,
+            "history": history,
+            "starts": starts,
+        }
+        torch.save(state, Path(folder, STATE_FILE))
+        ray.train.report(dict(record), checkpoint=ray.train.Checkpoint.from_directory(folder))
+
+
+def ema_weights(model: Any, stage: str, ema_state: dict[str, Any]) -> dict[str, Any]:
+    """The trainable module's state dict with the EMA shadow weights in place of the raw ones."""
+    module = trainable(model, stage)
+    names = [name for name, _ in module.named_parameters()]
+    shadow = ema_state["shadow_params"]
+    if len(shadow) != len(names):
+        raise DiffCXRError(f"EMA state holds {len(shadow)} tensors for {len(names)} parameters")
+    state = dict(module.state_dict())
+    state.update({name: tensor.clone() for name, tensor in zip(names, shadow, strict=True)})
+    return state
+
+
+class Preview:
+    """Rank 0's sample grid: fixed held-out reports and seeds, EMA weights, decoded, logged to MLflow."""
+
+    def __init__(self, config: dict[str, Any], stage: str) -> None:
+        import torch
+
+        from diffcxr.autoencoders.frozen import load_autoencoder
+        from diffcxr.config import AutoencoderConfig, SamplingConfig
+
+        self.stage = stage
+        self.spec = config["preview"]
+        self.schedule = config["schedule"]
+        self.sampling = SamplingConfig(**config["sampling"])
+        self.latent_shape = tuple(config["payload"]["latent_shape"])
+        self.uncond = torch.from_numpy(config["payload"]["unconditional"]).float()
+        self.ae = load_autoencoder(AutoencoderConfig(**config["autoencoder"]))
+
+    def log(self, client: Any, run_id: str, model: Any, ema: Any, params: list, step: int) -> None:
+        import torch
+
+        from services.diffusion.sampling import sample_latents
+
+        try:
+            ema.store(params)
+            ema.copy_to(params)
+            model.eval()
+            contexts = torch.from_numpy(self.spec["contexts"])
+            hints = torch.from_numpy(self.spec["hints"]) if self.stage == "adapter" else None
+
+            def denoiser(x, t, c, h):  # noqa: ANN001, ANN202
+                return model(x, t, c) if h is None else model(x, t, c, h)
+
+            latents = sample_latents(
+                denoiser, self.schedule, contexts, self.uncond, self.spec["seeds"], self.latent_shape,
+                self.sampling.steps, self.sampling.guidance, hint=hints, uncond_hint=self.uncond,
+            )  # fmt: skip
+            images = self.ae.decode(latents).mean(1).clamp(0, 1).numpy()
+            png = grid_png(images, self.spec["labels"], f"{self.stage} step {step} (EMA)")
+            with tempfile.TemporaryDirectory() as tmp:
+                path = Path(tmp, f"{self.stage}_step_{step:07d}.png")
+                path.write_bytes(png)
+                client.log_artifact(run_id, str(path), "diffusion/samples")
+        except Exception as exc:  # a preview must never kill training
+            log.warning("could not log the %s preview grid at step %d: %s", self.stage, step, exc)
+        finally:
+            ema.restore(params)
+            model.train()
+
+
+def grid_png(images: Any, labels: list[str], title: str) -> bytes:
+    """Grayscale images (N, H, W) in [0, 1] as one captioned PNG (captions: disease sentences)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n = len(images)
+    fig, axes = plt.subplots(1, n, figsize=(2.2 * n, 2.6), dpi=100, squeeze=False)
+    for ax, image, label in zip(axes[0], images, labels, strict=True):
+        ax.imshow(image, cmap="gray", vmin=0, vmax=1)
+        ax.set_title(label.replace("There is ", "").replace(". ", ",\n")[:60], fontsize=6)
+        ax.axis("off")
+    fig.suptitle(title, fontsize=8)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def _log_metrics(client: Any, run_id: str, stage: str, record: dict[str, float]) -> None:
+    from mlflow.entities import Metric
+
+    now = int(time.time() * 1000)
+    metrics = [Metric(f"{stage}.{k}", float(v), now, int(record["step"])) for k, v in record.items() if k != "step"]
+    try:
+        client.log_batch(run_id, metrics=metrics)
+    except Exception as exc:  # tracking trouble must not kill training
+        log.warning("could not log %s metrics to MLflow: %s", stage, exc)
+
+
+def train(
+    cfg: DiffCXRConfig,
+    stage: str,
+    dataset: Any,
+    uvit_uri: str,
+    payload: dict[str, Any],
+    storage_uri: str,
+    run_name: str,
+    tracking: dict[str, str] | None = None,
+    preview: dict[str, Any] | None = None,
+    num_workers: int | None = None,
+    crash_after_step: int | None = None,
+    poison_after_step: int | None = None,
+) -> TrainOutcome:
+    """Fit (or resume) one stage on Ray Train; returns the last checkpoint's state."""
+    import torch
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    from services.diffusion.schedulers import schedule_of
+
+    if stage not in STAGES:
+        raise DiffCXRError(f"stage must be one of {STAGES}, got '{stage}'")
+    workers = num_workers or cfg.ray.num_workers
+    batch = cfg.diffusion.batch_size if stage == "uvit" else cfg.adapter.batch_size
+    section = "diffusion" if stage == "uvit" else "adapter"
+    if batch % workers:
+        raise DiffCXRError(f"{section}.batch_size {batch} is not divisible by {workers} Ray Train workers")
+    if dataset.count() < batch:
+        raise DiffCXRError(f"{section}.batch_size {batch} exceeds the {dataset.count()} training pairs")
+    fs, path = storage.resolve(storage_uri)
+    if storage.local_path(storage_uri) is not None:
+        Path(path).mkdir(parents=True, exist_ok=True)
+    trainer = TorchTrainer(
+        train_loop,
+        train_loop_config={
+            "stage": stage,
+            "diffusion": cfg.diffusion.model_dump(mode="json"),
+            "adapter": cfg.adapter.model_dump(mode="json"),
+            "sampling": cfg.sampling.model_dump(mode="json"),
+            "autoencoder": cfg.autoencoder.model_dump(mode="json"),
+            "schedule": schedule_of(cfg.diffusion),
+            "uvit_uri": uvit_uri,
+            "payload": payload,
+            "preview": preview,
+            "seed": cfg.project.seed,
+            "threads": max(1, int(cfg.ray.cpus_per_worker)),
+            "tracking": tracking,
+            "crash_after_step": crash_after_step,
+            "poison_after_step": poison_after_step,
+        },
+        scaling_config=ScalingConfig(
+            num_workers=workers, use_gpu=cfg.ray.use_gpu, resources_per_worker={"CPU": cfg.ray.cpus_per_worker}
+        ),
+        run_config=RunConfig(
+            name=run_name,
+            storage_path=path,
+            storage_filesystem=fs,
+            checkpoint_config=CheckpointConfig(num_to_keep=2),
+            failure_config=FailureConfig(max_failures=cfg.diffusion.max_failures),
+        ),
+        datasets={"train": dataset},
+    )
+    started = time.perf_counter()
+    try:
+        result = trainer.fit()
+    except Exception as exc:  # Ray wraps worker errors; the user needs the cause and what to do
+        cause = _root_cause(exc)
+        hint = (
+            ""
+            if "diverged" in cause
+            else f"; re-run the same command to resume from the last checkpoint under {storage_uri}/{run_name}"
+        )
+        raise DiffCXRError(f"{stage} training failed: {cause}{hint}") from None
+    seconds = time.perf_counter() - started
+    if result.checkpoint is None:
+        raise DiffCXRError(f"{stage} training under {storage_uri}/{run_name} finished without a checkpoint")
+    with result.checkpoint.as_directory() as folder:
+        state = torch.load(Path(folder, STATE_FILE), map_location="cpu", weights_only=False)
+    sps = float((result.metrics or {}).get("samples_per_second", 0.0))
+    return TrainOutcome(state=state, resumed_from=state["starts"][-1], seconds=seconds, samples_per_second=sps)
+
+
+def _root_cause(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    for line in reversed(lines):
+        if "Error" in line or "error" in line or "diverged" in line:
+            return line.strip()[:400]
+    return (lines[-1] if lines else type(exc).__name__)[:400]

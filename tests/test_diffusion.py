@@ -1,0 +1,291 @@
+"""Diffusion service: U-ViT + adapter (zero init, gradients), FLOPs vs the paper, checkpoint checks,
+seeded sampling, and a real two-stage Ray Train run with crash/resume, NaN stop, MLflow registry round trip."""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from diffcxr import storage
+from diffcxr.config import DiffusionConfig, load_config
+from diffcxr.errors import DataError, DiffCXRError
+from services.diffusion.adapter import AdaptedUViT
+from services.diffusion.sampling import check_request, sample_latents
+from services.diffusion.schedulers import schedule_of
+from services.diffusion.uvit import UViT, UViTConfig
+from services.diffusion.weights import load_adapted, load_uvit, save_model
+
+SMALL = UViTConfig(
+    latent_channels=8, latent_size=8, patch_size=2, embed_dim=64, depth=4, num_heads=4, context_tokens=6, context_dim=24
+)
+
+
+def _inputs(cfg: UViTConfig, batch: int = 3) -> tuple[torch.Tensor, ...]:
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(batch, *cfg.latent_shape, generator=g)
+    t = torch.tensor([1, 500, 999][:batch])
+    context = torch.randn(batch, cfg.context_tokens, cfg.context_dim, generator=g)
+    hint = torch.randn(batch, cfg.context_tokens, cfg.context_dim, generator=g)
+    return x, t, context, hint
+
+
+def _trained_like(cfg: UViTConfig) -> UViT:
+    """A U-ViT whose weights are not the init (as after training): every tensor perturbed."""
+    torch.manual_seed(0)
+    model = UViT(cfg)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    return model.eval()
+
+
+def test_adapter_changes_nothing_at_initialisation() -> None:
+    uvit = _trained_like(SMALL)
+    x, t, context, hint = _inputs(SMALL)
+    with torch.no_grad():
+        frozen = uvit(x, t, context)
+        adapted = AdaptedUViT(uvit).eval()
+        out = adapted(x, t, context, hint)
+    assert torch.equal(out, frozen)  # exactly: every injection is a zero Linear
+    zero_layers = [adapted.adapter.hint_embed, adapted.adapter.mid_out, *adapted.adapter.skip_out]
+    assert all(not layer.weight.any() and not layer.bias.any() for layer in zero_layers)
+    # the copy starts from the trained weights, not from a fresh init
+    assert torch.equal(adapted.adapter.in_blocks[0].attn.qkv.weight, uvit.in_blocks[0].attn.qkv.weight)
+    assert adapted.adapter.in_blocks[0].attn.qkv.weight is not uvit.in_blocks[0].attn.qkv.weight
+
+
+def test_only_the_adapter_receives_gradients() -> None:
+    adapted = AdaptedUViT(_trained_like(SMALL)).train()
+    x, t, context, hint = _inputs(SMALL)
+    adapted(x, t, context, hint).square().mean().backward()
+    assert all(p.grad is None for p in adapted.uvit.parameters())
+    assert all(p.requires_grad for p in adapted.adapter.parameters())
+    assert adapted.adapter.mid_out.weight.grad.abs().sum() > 0
+    assert adapted.adapter.skip_out[0].weight.grad.abs().sum() > 0
+    optimizer = torch.optim.SGD(adapted.adapter.parameters(), lr=0.1)
+    optimizer.step()  # after one step the hint path is open and the output moves
+    with torch.no_grad():
+        assert not torch.equal(adapted(x, t, context, hint), adapted.uvit(x, t, context))
+
+
+def test_flops_reproduce_the_paper_to_the_third_decimal() -> None:
+    res = subprocess.run(
+        [sys.executable, "-m", "diffcxr.cli", "flops", "-p", "paper"], capture_output=True, text=True, timeout=120
+    )
+    assert res.returncode == 0, res.stderr
+    out = json.loads(res.stdout)
+    assert out["gmacs_thop"] == 29.641 and abs(out["relative_difference"]) < 0.01
+    assert {r["tokens"]: r["gmacs_thop"] for r in out["uvit_by_tokens"]} == {
+        32: 16.705,
+        77: 19.322,
+        128: 22.287,
+        256: 29.729,
+    }
+    assert all(r["gflops_full"] > 2 * r["gmacs_thop"] for r in out["uvit_by_tokens"])  # attention included
+    res = subprocess.run(
+        [sys.executable, "-m", "diffcxr.cli", "flops", "-p", "paper", "--no-adapter", "--tokens", "77"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert json.loads(res.stdout)["gmacs_thop"] == 19.322
+
+
+def test_checkpoint_that_does_not_fit_its_config_fails_naming_both_shapes(tmp_path: Path) -> None:
+    model = _trained_like(SMALL)
+    meta = {"config": SMALL.to_dict()}
+    save_model(model, tmp_path / "uvit", "uvit", meta)
+    loaded, _ = load_uvit(tmp_path / "uvit")
+    x, t, context, _ = _inputs(SMALL)
+    with torch.no_grad():
+        assert torch.equal(loaded(x, t, context), model(x, t, context))
+
+    spec_path = tmp_path / "uvit" / "uvit.json"
+    spec = json.loads(spec_path.read_text())
+    spec["config"]["context_dim"] = 32
+    spec_path.write_text(json.dumps(spec))
+    with pytest.raises(DataError, match=r"'embed.context_embed.weight' has shape \(64, 24\).*builds \(64, 32\)"):
+        load_uvit(tmp_path / "uvit")
+
+    save_model(model.half(), tmp_path / "half", "uvit", meta)
+    with pytest.raises(DataError, match="dtype torch.float16 in the checkpoint but the model uses torch.float32"):
+        load_uvit(tmp_path / "half")
+
+
+def test_adapter_refuses_a_different_uvit(tmp_path: Path) -> None:
+    a, b = _trained_like(SMALL), UViT(SMALL)
+    save_model(a, tmp_path / "a", "uvit", {"config": SMALL.to_dict()})
+    save_model(b, tmp_path / "b", "uvit", {"config": SMALL.to_dict()})
+    sha_a = json.loads((tmp_path / "a" / "uvit.json").read_text())["weights_sha256"]
+    save_model(AdaptedUViT(a).adapter, tmp_path / "ad", "adapter", {"uvit_sha256": sha_a})
+    assert load_adapted(tmp_path / "a", tmp_path / "ad")[0] is not None
+    with pytest.raises(DataError, match="was trained on U-ViT"):
+        load_adapted(tmp_path / "b", tmp_path / "ad")
+
+
+def test_seeded_sampling_is_reproducible_and_independent_of_the_batch() -> None:
+    model = _trained_like(SMALL)
+    schedule = schedule_of(DiffusionConfig())
+    _, _, context, hint = _inputs(SMALL)
+    uncond = torch.zeros(SMALL.context_tokens, SMALL.context_dim)
+
+    def denoiser(x, t, c, h):  # noqa: ANN001, ANN202
+        return model(x, t, c)
+
+    def run(ctx: torch.Tensor, seeds: list[int]) -> torch.Tensor:
+        return sample_latents(denoiser, schedule, ctx, uncond, seeds, SMALL.latent_shape, 4, 3.0)
+
+    first = run(context, [7, 8, 9])
+    assert torch.equal(first, run(context, [7, 8, 9]))
+    alone = run(context[1:2], [8])
+    torch.testing.assert_close(alone[0], first[1], rtol=1e-4, atol=1e-5)
+    assert not torch.allclose(first[0], run(context[:1], [10])[0])
+
+
+@pytest.mark.parametrize(
+    ("steps", "guidance", "message"),
+    [(0, 3.0, r"steps: must be an integer in \[1, 1000\], got 0"), (10, 31.0, r"guidance: .*\[0.0, 30.0\], got 31.0"),
+     (2.5, 3.0, "steps: must be an integer"), (10, float("nan"), "guidance")],
+)  # fmt: skip
+def test_sampler_settings_out_of_range_are_refused(steps: object, guidance: object, message: str) -> None:
+    with pytest.raises(DataError, match=message):
+        check_request(steps, guidance)  # type: ignore[arg-type]
+
+
+# ----------------------------------------------------------------------------- Ray Train, end to end
+QUICK = [
+    "data.max_reports=60",
+    "data.noise_rate=0",
+    "filter.lae_steps=20",
+    "filter.disc_steps=20",
+    "text.steps=4",
+    "text.batch_size=8",
+    "text.checkpoint_every=2",
+    "diffusion.steps=6",
+    "diffusion.batch_size=8",
+    "diffusion.checkpoint_every=3",
+    "diffusion.log_every=2",
+    "diffusion.sample_every=3",
+    "diffusion.preview_reports=2",
+    "adapter.steps=4",
+    "adapter.batch_size=8",
+    "adapter.checkpoint_every=2",
+    "sampling.steps=3",
+    "ray.num_workers=1",
+]
+
+
+@pytest.fixture(scope="module")
+def upstream(ray_local: None, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """data → filter → text outputs for 60 tiny phantom reports; returns the run root."""
+    from services.data import stage as data_stage
+    from services.filter import stage as filter_stage
+    from services.text import stage as text_stage
+
+    root = str(tmp_path_factory.mktemp("diffusion-run"))
+    cfg = load_config("tiny", [*QUICK, f"project.run_root={root}"])
+    for stage in (data_stage, filter_stage, text_stage):
+        stage.run(cfg)
+    return root
+
+
+def _cfg(root: str, *extra: str):  # noqa: ANN202
+    return load_config("tiny", [*QUICK, f"project.run_root={root}", *extra])
+
+
+def test_two_stage_training_crash_resume_registry_and_seeded_generation(
+    upstream: str, tmp_path: Path, mlflow_server: str, experiment_name: str, home: Path
+) -> None:
+    import mlflow
+    import pandas as pd
+    from mlflow.tracking import MlflowClient
+    from PIL import Image
+
+    from diffcxr.tracking import Tracker
+    from services.diffusion import stage
+    from services.diffusion.generator import Generator
+
+    cfg = _cfg(upstream, f"tracking.uri={mlflow_server}", "ray.num_workers=2", "ray.cpus_per_worker=0.5")
+    out = str(tmp_path / "diffusion")
+    tracker = Tracker(mlflow_server, experiment_name)
+    with tracker.run("crash"), pytest.raises(DiffCXRError, match="injected crash after step 3.*re-run"):
+        stage.run(cfg, tracker, out_uri=out, crash_after_step={"uvit": 3})
+    with tracker.run("resume") as run:
+        result = stage.run(cfg, tracker, out_uri=out)
+    summary = result["summary"]
+    assert summary["uvit"]["resumed_from_step"] == 3 and summary["uvit"]["trained_steps"] == 6
+    assert summary["adapter"]["trained_steps"] == 4 and summary["adapter"]["resumed_from_step"] == 0
+    assert summary["training_pairs"] > 20 and summary["not_trained_on"] == {}
+    assert all(np.isfinite(h["loss"]) for h in summary["uvit"]["history"])
+    client = MlflowClient(mlflow_server)
+    assert sorted(m.step for m in client.get_metric_history(run.info.run_id, "uvit.loss")) == [4, 6]
+    assert sorted(m.step for m in client.get_metric_history(run.info.run_id, "adapter.loss")) == [2, 4]
+    previews = [a.path for a in client.list_artifacts(run.info.run_id, "diffusion/samples")]
+    assert "diffusion/samples/uvit_step_0000006.png" in previews
+    assert "diffusion/samples/adapter_step_0000004.png" in previews
+    assert storage.exists(f"{out}/figures/samples_per_disease.png")
+
+    registered = summary["registered"]
+    assert {registered[k]["name"] for k in registered} == {"diffcxr-uvit", "diffcxr-adapter", "diffcxr-generator"}
+    for name in ("diffcxr-uvit", "diffcxr-adapter", "diffcxr-generator"):
+        assert tracker.alias_version(name, cfg.tracking.alias) is not None
+
+    # the generator pins every part
+    local = Generator(storage.get_folder(result["generator"]))
+    spec = local.spec
+    assert spec["adapter"]["weights_sha256"] == summary["adapter"]["weights_sha256"]
+    assert spec["uvit"]["weights_sha256"] == summary["uvit"]["weights_sha256"]
+    assert spec["autoencoder"]["id"].startswith("taef2@") and spec["autoencoder"]["scale_factor"] == 1.0
+    assert spec["registry"]["uvit"]["version"] == registered["uvit"]["version"]
+
+    # registry round trip: the pyfunc returns the same images as the local bundle, seeded
+    reports = ["Large right pleural effusion.", "Heart size is normal. Lungs are clear."]
+    pyfunc = mlflow.pyfunc.load_model(f"models:/diffcxr-generator@{cfg.tracking.alias}")
+    frame = pyfunc.predict(pd.DataFrame({"report": reports, "seed": [7, 7]}))
+    assert list(frame["disease_sentence"]) == ["There is pleural effusion.", "There is no finding."]
+    again = local.generate(reports, [7, 7])
+    for png, image in zip(frame["png"], again, strict=True):
+        decoded = Image.open(io.BytesIO(png))
+        assert decoded.text["diffcxr.synthetic"] == "true" and "effusion" not in decoded.text.get("Description", "")
+        assert np.array_equal(np.asarray(decoded), image.pixels)
+    assert not np.array_equal(again[0].pixels, local.generate(reports[:1], [8])[0].pixels)
+    assert not np.array_equal(again[0].pixels, again[1].pixels)
+
+    # the stage is current now: a re-run is skipped (out_uri=None uses the run folder; here: marker-less)
+    assert stage.run(cfg, tracker=None, out_uri=None)["skipped"] is False  # first run in the run folder
+    assert stage.run(cfg, tracker=None)["skipped"] is True
+
+
+def test_generate_cli_is_seeded_and_rejects_bad_settings(upstream: str, tmp_path: Path) -> None:
+    from PIL import Image
+
+    model = f"{upstream}/diffusion/generator"
+    if not storage.exists(f"{model}/generator.json"):  # this test alone: train the run folder's generator
+        from services.diffusion import stage
+
+        stage.run(_cfg(upstream))
+    run = [sys.executable, "-m", "diffcxr.cli", "generate", "--model", model, "--report", "Mild cardiomegaly."]
+    a, b = tmp_path / "a.png", tmp_path / "b.png"
+    for path in (a, b):
+        res = subprocess.run([*run, "--seed", "7", "--out", str(path)], capture_output=True, text=True, timeout=300)
+        assert res.returncode == 0, res.stderr
+    assert json.loads(res.stdout)[0]["disease_sentence"] == "There is cardiomegaly."
+    assert np.array_equal(np.asarray(Image.open(a)), np.asarray(Image.open(b)))
+    assert Image.open(a).text["diffcxr.synthetic"] == "true"
+    res = subprocess.run([*run, "--guidance", "99", "--out", str(a)], capture_output=True, text=True, timeout=300)
+    assert res.returncode == 2 and "guidance: must be a number in [0.0, 30.0], got 99.0" in res.stderr
+    assert "Traceback" not in res.stderr
+
+
+def test_a_diverging_loss_stops_training_naming_step_and_batch(upstream: str, tmp_path: Path) -> None:
+    from services.diffusion import stage
+
+    with pytest.raises(DiffCXRError, match=r"diverged: loss is nan at step 3 \(batch sample ids \['phantom:"):
+        stage.run(_cfg(upstream), out_uri=str(tmp_path / "nan"), poison_after_step={"uvit": 2})
