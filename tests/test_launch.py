@@ -35,7 +35,19 @@ def test_launch_submits_the_pipeline_as_a_ray_job(tmp_path: Path) -> None:
             "data.max_reports=15",
             *[
                 arg
-                for item in ("text.steps=4", "text.batch_size=8", "text.checkpoint_every=2")
+                for item in (
+                    "text.steps=4",
+                    "text.batch_size=8",
+                    "text.checkpoint_every=2",
+                    "diffusion.steps=2",
+                    "diffusion.batch_size=8",
+                    "diffusion.checkpoint_every=2",
+                    "diffusion.preview_reports=0",
+                    "adapter.steps=2",
+                    "adapter.batch_size=8",
+                    "adapter.checkpoint_every=2",
+                    "sampling.steps=2",
+                )
                 for arg in ("--set", item)
             ],
         ],
@@ -46,14 +58,15 @@ def test_launch_submits_the_pipeline_as_a_ray_job(tmp_path: Path) -> None:
     )
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     out = res.stdout + res.stderr
-    assert "[1/7] data: done" in out and "job status: succeeded" in out
+    assert "[1/6] data: done" in out and "job status: succeeded" in out
     table = manifest.read(str(runs / "data" / "manifest.parquet"))
     assert len(set(table.column("report_id").to_pylist())) == 15
     client = MlflowClient(f"sqlite:///{state / 'mlflow.db'}")
     exp = client.get_experiment_by_name("diffcxr")
     stages = {r.data.tags.get("diffcxr.stage") for r in client.search_runs([exp.experiment_id])}
-    assert {"pipeline", "data", "filter", "text"} <= stages
-    assert "[3/7] text: done" in out and (runs / "text" / "embeddings" / "embeddings.json").is_file()
+    assert {"pipeline", "data", "filter", "text", "diffusion"} <= stages
+    assert "[4/6] diffusion: done" in out and (runs / "diffusion" / "generator" / "generator.json").is_file()
+    assert "[3/6] text: done" in out and (runs / "text" / "embeddings" / "embeddings.json").is_file()
     # everything the launcher started is stopped again
     leftover = subprocess.run(["pgrep", "-f", f"mlflow.*{state}"], capture_output=True, text=True)
     assert leftover.stdout.strip() == ""

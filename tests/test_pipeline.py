@@ -16,6 +16,18 @@ from orchestration.full_pipeline import run_pipeline, select_stages
 
 #: The text stage on ~14 training pairs: a few steps, batches that fit.
 TEXT_QUICK = ["text.steps=4", "text.batch_size=8", "text.checkpoint_every=2", "ray.num_workers=1"]
+#: The diffusion stage on the same pairs: two short Ray Train fits.
+DIFFUSION_QUICK = [
+    "diffusion.steps=4",
+    "diffusion.batch_size=8",
+    "diffusion.checkpoint_every=2",
+    "diffusion.sample_every=4",
+    "diffusion.preview_reports=2",
+    "adapter.steps=2",
+    "adapter.batch_size=8",
+    "adapter.checkpoint_every=2",
+    "sampling.steps=2",
+]
 
 
 def _cfg(run_root: str, tracking: str, experiment: str, *extra: str):
@@ -27,6 +39,7 @@ def _cfg(run_root: str, tracking: str, experiment: str, *extra: str):
             f"tracking.experiment={experiment}",
             "data.max_reports=20",
             *TEXT_QUICK,
+            *DIFFUSION_QUICK,
             *extra,
         ],
     )
@@ -48,7 +61,8 @@ def test_pipeline_runs_data_then_skips_until_config_changes(
     first = run_pipeline(cfg, select_stages(None, None))
     assert first["data"]["status"] == "done"
     assert first["filter"]["status"] == "done" and first["text"]["status"] == "done"
-    assert first["diffusion"] == {"status": "not built", "issue": "#7"}
+    assert first["diffusion"]["status"] == "done" and storage.exists(first["diffusion"]["generator"])
+    assert first["eval"] == {"status": "not built", "issue": "#9"}
     assert storage.exists(storage.join(first["text"]["embeddings"], "embeddings.json"))
     table = manifest.read(first["data"]["manifest"])
     assert manifest.read(first["filter"]["manifest"]).num_rows == table.num_rows
@@ -69,15 +83,15 @@ def test_pipeline_runs_data_then_skips_until_config_changes(
         f"tags.mlflow.parentRunId = '{first['mlflow_run_id']}'",
     )
     data_run = next(r for r in children if r.data.tags["diffcxr.stage"] == "data")
-    assert {r.data.tags["diffcxr.stage"] for r in children} == {"data", "filter", "text"}
+    assert {r.data.tags["diffcxr.stage"] for r in children} == {"data", "filter", "text", "diffusion"}
     assert data_run.data.metrics["data.rows"] == table.num_rows
     assert data_run.data.params["data.manifest_uri"] == first["data"]["manifest"]
 
 
 def test_only_a_stage_that_is_not_built_is_an_error(tmp_path: Path, home: Path) -> None:
     cfg = _cfg(str(tmp_path / "runs"), f"sqlite:///{tmp_path}/m.db", "exp")
-    with pytest.raises(DiffCXRError, match="stage 'diffusion' is not built yet \\(issue #7\\)"):
-        run_pipeline(cfg, ["diffusion"])
+    with pytest.raises(DiffCXRError, match="stage 'eval' is not built yet \\(issue #9\\)"):
+        run_pipeline(cfg, ["eval"])
 
 
 @pytest.mark.s3
@@ -114,12 +128,13 @@ def test_cli_pipeline_and_data_commands(tmp_path: Path, home: Path) -> None:
     )
     assert res.returncode == 0, res.stderr
     assert "[1/1] data: done" in res.stdout and (home / "var/runs/tiny/data/manifest.parquet").is_file()
-    res = subprocess.run([*run, "diffusion"], capture_output=True, text=True)
+    res = subprocess.run([*run, "eval"], capture_output=True, text=True)
     assert res.returncode == 2 and "not built yet" in res.stderr
 
 
 @pytest.mark.parametrize(
-    "group", ["config", "data", "label", "filter", "text", "diffusion", "eval", "storage", "pipeline"]
+    "group",
+    ["config", "data", "label", "filter", "text", "diffusion", "generate", "flops", "eval", "storage", "pipeline"],
 )
 def test_help_everywhere(group: str) -> None:
     res = subprocess.run([sys.executable, "-m", "diffcxr.cli", group, "--help"], capture_output=True, text=True)

@@ -2,8 +2,8 @@
 
 * ``thop`` convention (the paper's GFLOPs, Tables III–IV): multiply-accumulates
   of Linear and Conv layers for one forward at batch 1, plus the ``thop``
-  package's count for norm layers (2 per element, doubled when affine);
-  activations and the attention matmuls count zero. Implemented with forward
+  package's count for norm layers (2 per element, doubled when affine; like
+  ``thop``, GroupNorm counts zero); activations and attention matmuls count zero. Implemented with forward
   hooks so the project does not depend on ``thop``; the rules are the package's.
 * Full FLOPs from ``torch.utils.flop_counter`` (every matmul, attention included,
   2 FLOPs per MAC).
@@ -33,7 +33,7 @@ def _count(module: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Te
     if isinstance(module, nn.Conv1d | nn.Conv2d | nn.Conv3d):
         kernel = int(torch.tensor(module.weight.shape[2:]).prod())
         return output.numel() * (inputs[0].shape[1] // module.groups) * kernel
-    if isinstance(module, nn.LayerNorm | nn.GroupNorm | nn.BatchNorm1d | nn.BatchNorm2d):
+    if isinstance(module, nn.LayerNorm | nn.BatchNorm1d | nn.BatchNorm2d | nn.InstanceNorm2d):  # no GroupNorm rule
         affine = getattr(module, "elementwise_affine", False) or getattr(module, "affine", False)
         return 2 * inputs[0].numel() * (2 if affine else 1)
     return 0
