@@ -337,7 +337,12 @@ def cmd_generate(args: argparse.Namespace) -> int:
             f"no generator at {model}: train one (diffcxr diffusion train) or pass --model "
             f"(folder, URI or models:/diffcxr-generator@{cfg.tracking.alias})"
         )
-    generator = Generator(resolve_generator(model))
+    tracker = None
+    if model.startswith("models:/"):
+        from diffcxr.tracking import Tracker
+
+        tracker = Tracker.from_config(cfg)
+    generator = Generator(resolve_generator(model, tracker))
     images = generator.generate(reports, seeds, steps=args.steps, guidance=args.guidance, sentences=args.sentence)
     outs = [args.out] if len(images) == 1 else [storage.join(args.out, f"{i:04d}_seed{im.seed}.png")
                                                 for i, im in enumerate(images)]  # fmt: skip

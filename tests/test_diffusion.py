@@ -282,6 +282,8 @@ def test_generate_cli_is_seeded_and_rejects_bad_settings(upstream: str, tmp_path
     res = subprocess.run([*run, "--guidance", "99", "--out", str(a)], capture_output=True, text=True, timeout=300)
     assert res.returncode == 2 and "guidance: must be a number in [0.0, 30.0], got 99.0" in res.stderr
     assert "Traceback" not in res.stderr
+    res = subprocess.run([*run, "--seeds", "1", "2", "--out", str(a)], capture_output=True, text=True, timeout=300)
+    assert res.returncode == 2 and "--seeds: 2 seeds for 1 reports" in res.stderr
 
 
 def test_a_diverging_loss_stops_training_naming_step_and_batch(upstream: str, tmp_path: Path) -> None:

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from diffcxr.config import AutoencoderConfig, LabelerConfig, SamplingConfig
-from diffcxr.errors import DataError
+from diffcxr.errors import ConfigError, DataError
 from diffcxr.labeling.sentences import NO_FINDING_SENTENCE, disease_sentence
 from services.diffusion.sampling import check_request, sample_latents
 from services.diffusion.weights import ADAPTER, UVIT, load_adapted, load_uvit, read_spec, sha256_file
@@ -89,7 +89,7 @@ def build_bundle(
     if adapter_folder is not None:
         shutil.copytree(adapter_folder, folder / ADAPTER)
     ae_dir = folder / "autoencoder"
-    source = find_taef2_weights(autoencoder) if autoencoder.kind == "taef2" else Path(autoencoder.weights or "")
+    source = find_taef2_weights(autoencoder) if autoencoder.kind == "taef2" else _sd_vae_folder(autoencoder)
     shutil.copytree(source, ae_dir, ignore=shutil.ignore_patterns("*.part"))
     ae = load_autoencoder(autoencoder.model_copy(update={"weights": str(ae_dir)}))
     uvit_spec = read_spec(folder / UVIT, UVIT)
@@ -118,6 +118,15 @@ def build_bundle(
         raise DataError(f"U-ViT was trained on latents of '{uvit_spec['autoencoder_id']}' but the decoder is '{ae.id}'")
     (folder / SPEC_FILE).write_text(json.dumps(spec, indent=2, sort_keys=True))
     return folder
+
+
+def _sd_vae_folder(autoencoder: AutoencoderConfig) -> Path:
+    import os
+
+    folder = autoencoder.weights or os.environ.get("DIFFCXR_SDVAE_DIR")
+    if not folder or not Path(folder, "config.json").is_file():
+        raise ConfigError(f"autoencoder.weights: no diffusers AutoencoderKL folder at '{folder}' to put in the bundle")
+    return Path(folder)
 
 
 class Generator:
@@ -201,6 +210,8 @@ class Generator:
         reports = [r if isinstance(r, str) else "" for r in reports]
         chosen = self.sentences_for(reports)
         if sentences is not None:
+            if len(sentences) != len(reports):
+                raise DataError(f"disease_sentence: {len(sentences)} sentences for {len(reports)} reports")
             chosen = [s if isinstance(s, str) and s.strip() else c for s, c in zip(sentences, chosen, strict=True)]
         out: list[GeneratedImage] = []
         for start in range(0, len(reports), batch_size):
@@ -242,6 +253,10 @@ class Generator:
 
 class GeneratorPyfunc(mlflow.pyfunc.PythonModel):
     """MLflow face of :class:`Generator`: a table of reports and seeds in, PNGs out."""
+
+    #: MLflow's type-hint validation would coerce the DataFrame (and warns when predict has no hints);
+    #: predict checks its own columns, naming the one that is wrong.
+    _skip_type_hint_validation = True
 
     def load_context(self, context: Any) -> None:
         self.generator = Generator(context.artifacts["bundle"])

@@ -354,9 +354,8 @@ def resolve_generator(ref: str, tracker: Tracker | None = None) -> Path:
             raise DataError(f"'{ref}' is not a generator bundle (no generator.json)")
         return folder
     body = ref[len("models:/") :]
-    name, version = (
-        (body.split("@", 1) if "@" in body else body.split("/", 1)) if ("@" in body or "/" in body) else (body, "")
-    )
+    separator = "@" if "@" in body else "/"
+    name, _, version = body.partition(separator)
     if not name or not version:
         raise DataError(f"model reference '{ref}' must look like models:/NAME@ALIAS or models:/NAME/VERSION")
     folder = (tracker or Tracker()).download_bundle(name, int(version) if version.isdigit() else version)
