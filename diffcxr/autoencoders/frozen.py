@@ -14,7 +14,6 @@ its sha256. Otherwise a clear error names what was looked for.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import urllib.request
 from dataclasses import dataclass
@@ -25,6 +24,7 @@ import torch
 
 from diffcxr.config import AutoencoderConfig
 from diffcxr.errors import ConfigError
+from diffcxr.hashing import sha256_file
 
 #: Public TAEF2 files (MIT, madebyollin/taesd) with the sha256 of the copies in ../shared/weights/taef2.
 TAEF2_FILES: dict[str, tuple[str, str]] = {
@@ -67,14 +67,6 @@ def space_of(ae: FrozenAutoencoder) -> LatentSpace:
     return LatentSpace(ae.id, ae.latent_channels, ae.downsample, ae.scale_factor)
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def download_taef2(target: Path) -> Path:
     """Opt-in: fetch the pinned public TAEF2 files into ``target``, verifying each sha256."""
     target.mkdir(parents=True, exist_ok=True)
@@ -84,7 +76,7 @@ def download_taef2(target: Path) -> Path:
             tmp = path.with_suffix(".part")
             urllib.request.urlretrieve(url, tmp)  # noqa: S310 - fixed https URL, verified below
             tmp.rename(path)
-        if _sha256(path) != sha:
+        if sha256_file(path) != sha:
             path.unlink()
             raise ConfigError(f"downloaded {name} does not match its pinned sha256 {sha[:12]}…; refusing to use it")
     return target

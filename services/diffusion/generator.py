@@ -30,9 +30,10 @@ import torch
 
 from diffcxr.config import AutoencoderConfig, LabelerConfig, SamplingConfig
 from diffcxr.errors import ConfigError, DataError
+from diffcxr.hashing import sha256_file
 from diffcxr.labeling.sentences import NO_FINDING_SENTENCE, disease_sentence
 from services.diffusion.sampling import check_request, sample_latents
-from services.diffusion.weights import ADAPTER, UVIT, load_adapted, load_uvit, read_spec, sha256_file
+from services.diffusion.weights import ADAPTER, UVIT, load_adapted, load_uvit, read_spec
 
 log = logging.getLogger(__name__)
 SPEC_FILE = "generator.json"

@@ -30,9 +30,9 @@ from typing import Any
 from diffcxr import storage
 from diffcxr.config import DiffCXRConfig
 from diffcxr.errors import DiffCXRError
+from diffcxr.raytrain import STATE_FILE
 
 log = logging.getLogger(__name__)
-STATE_FILE = "state.pt"
 STAGES = ("uvit", "adapter")
 
 
@@ -327,10 +327,7 @@ def train(
     poison_after_step: int | None = None,
 ) -> TrainOutcome:
     """Fit (or resume) one stage on Ray Train; returns the last checkpoint's state."""
-    import torch
-    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
-    from ray.train.torch import TorchTrainer
-
+    from diffcxr.raytrain import fit
     from services.diffusion.schedulers import schedule_of
 
     if stage not in STAGES:
@@ -342,62 +339,24 @@ def train(
         raise DiffCXRError(f"{section}.batch_size {batch} is not divisible by {workers} Ray Train workers")
     if dataset.count() < batch:
         raise DiffCXRError(f"{section}.batch_size {batch} exceeds the {dataset.count()} training pairs")
-    fs, path = storage.resolve(storage_uri)
-    if storage.local_path(storage_uri) is not None:
-        Path(path).mkdir(parents=True, exist_ok=True)
-    trainer = TorchTrainer(
-        train_loop,
-        train_loop_config={
-            "stage": stage,
-            "diffusion": cfg.diffusion.model_dump(mode="json"),
-            "adapter": cfg.adapter.model_dump(mode="json"),
-            "sampling": cfg.sampling.model_dump(mode="json"),
-            "autoencoder": cfg.autoencoder.model_dump(mode="json"),
-            "schedule": schedule_of(cfg.diffusion),
-            "uvit_uri": uvit_uri,
-            "payload": payload,
-            "preview": preview,
-            "seed": cfg.project.seed,
-            "threads": max(1, int(cfg.ray.cpus_per_worker)),
-            "tracking": tracking,
-            "crash_after_step": crash_after_step,
-            "poison_after_step": poison_after_step,
-        },
-        scaling_config=ScalingConfig(
-            num_workers=workers, use_gpu=cfg.ray.use_gpu, resources_per_worker={"CPU": cfg.ray.cpus_per_worker}
-        ),
-        run_config=RunConfig(
-            name=run_name,
-            storage_path=path,
-            storage_filesystem=fs,
-            checkpoint_config=CheckpointConfig(num_to_keep=2),
-            failure_config=FailureConfig(max_failures=cfg.diffusion.max_failures),
-        ),
-        datasets={"train": dataset},
+    loop_config = {
+        "stage": stage,
+        "diffusion": cfg.diffusion.model_dump(mode="json"),
+        "adapter": cfg.adapter.model_dump(mode="json"),
+        "sampling": cfg.sampling.model_dump(mode="json"),
+        "autoencoder": cfg.autoencoder.model_dump(mode="json"),
+        "schedule": schedule_of(cfg.diffusion),
+        "uvit_uri": uvit_uri,
+        "payload": payload,
+        "preview": preview,
+        "seed": cfg.project.seed,
+        "threads": max(1, int(cfg.ray.cpus_per_worker)),
+        "tracking": tracking,
+        "crash_after_step": crash_after_step,
+        "poison_after_step": poison_after_step,
+    }
+    state, metrics, seconds = fit(
+        train_loop, loop_config, cfg, dataset, storage_uri, run_name, stage, workers, cfg.diffusion.max_failures
     )
-    started = time.perf_counter()
-    try:
-        result = trainer.fit()
-    except Exception as exc:  # Ray wraps worker errors; the user needs the cause and what to do
-        cause = _root_cause(exc)
-        hint = (
-            ""
-            if "diverged" in cause
-            else f"; re-run the same command to resume from the last checkpoint under {storage_uri}/{run_name}"
-        )
-        raise DiffCXRError(f"{stage} training failed: {cause}{hint}") from None
-    seconds = time.perf_counter() - started
-    if result.checkpoint is None:
-        raise DiffCXRError(f"{stage} training under {storage_uri}/{run_name} finished without a checkpoint")
-    with result.checkpoint.as_directory() as folder:
-        state = torch.load(Path(folder, STATE_FILE), map_location="cpu", weights_only=False)
-    sps = float((result.metrics or {}).get("samples_per_second", 0.0))
+    sps = float(metrics.get("samples_per_second", 0.0))
     return TrainOutcome(state=state, resumed_from=state["starts"][-1], seconds=seconds, samples_per_second=sps)
-
-
-def _root_cause(exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()
-    for line in reversed(lines):
-        if "Error" in line or "error" in line or "diverged" in line:
-            return line.strip()[:400]
-    return (lines[-1] if lines else type(exc).__name__)[:400]

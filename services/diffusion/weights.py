@@ -10,7 +10,6 @@ later as an obscure matmul error.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -19,19 +18,12 @@ import torch
 from torch import nn
 
 from diffcxr.errors import DataError
+from diffcxr.hashing import sha256_file
 from services.diffusion.adapter import AdaptedUViT, DiseaseAdapter
 from services.diffusion.uvit import UViT, UViTConfig
 
 UVIT = "uvit"
 ADAPTER = "adapter"
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def check_state(state: dict[str, torch.Tensor], model: nn.Module, source: str) -> None:

@@ -9,7 +9,6 @@ so it loads anywhere, offline, without the folders it was built from.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 from pathlib import Path
@@ -21,6 +20,7 @@ from torch import nn
 
 from diffcxr.config import TextConfig
 from diffcxr.errors import ConfigError
+from diffcxr.hashing import sha256_file
 from services.text.encoder import IMAGE_MEAN, IMAGE_STD, TOKENIZER_FILES, build_clip, clip_config, vision_size
 from services.text.squeeze import InformationSqueeze
 from services.text.tokenizer import ReportTokenizer
@@ -170,7 +170,7 @@ class ReportEncoder(nn.Module):
             if (self.hf_dir / name).is_file() and self.hf_dir.resolve() != hf.resolve():
                 shutil.copyfile(self.hf_dir / name, hf / name)
         torch.save(self.state_dict(), folder / "weights.pt")
-        spec = {**self.spec, "weights_sha256": _sha256(folder / "weights.pt")}
+        spec = {**self.spec, "weights_sha256": sha256_file(folder / "weights.pt")}
         (folder / "text_model.json").write_text(json.dumps(spec, indent=2, sort_keys=True))
         return folder
 
@@ -187,11 +187,3 @@ class ReportEncoder(nn.Module):
         model = cls(clip, {k: v for k, v in spec.items() if k != "weights_sha256"}, folder / "hf")
         model.load_state_dict(torch.load(folder / "weights.pt", map_location="cpu", weights_only=True))
         return model.eval()
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()

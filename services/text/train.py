@@ -22,9 +22,9 @@ from typing import Any
 from diffcxr import storage
 from diffcxr.config import DiffCXRConfig
 from diffcxr.errors import DiffCXRError
+from diffcxr.raytrain import STATE_FILE
 
 log = logging.getLogger(__name__)
-STATE_FILE = "state.pt"
 
 
 @dataclass
@@ -192,60 +192,22 @@ def train(
     crash_after_step: int | None = None,
 ) -> TrainOutcome:
     """Fit (or resume) on Ray Train; returns the final state read back from the last checkpoint."""
-    import torch
-    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
-    from ray.train.torch import TorchTrainer
+    from diffcxr.raytrain import fit
 
     workers = num_workers or cfg.ray.num_workers
     if cfg.text.batch_size % workers:
         raise DiffCXRError(f"text.batch_size {cfg.text.batch_size} is not divisible by {workers} Ray Train workers")
-    fs, path = storage.resolve(storage_uri)
-    if storage.local_path(storage_uri) is not None:
-        Path(path).mkdir(parents=True, exist_ok=True)
-    trainer = TorchTrainer(
-        train_loop,
-        train_loop_config={
-            "text": cfg.text.model_dump(mode="json"),
-            "init_uri": init_uri,
-            "seed": cfg.project.seed,
-            "threads": max(1, int(cfg.ray.cpus_per_worker)),
-            "tracking": tracking,
-            "crash_after_step": crash_after_step,
-        },
-        scaling_config=ScalingConfig(
-            num_workers=workers, use_gpu=cfg.ray.use_gpu, resources_per_worker={"CPU": cfg.ray.cpus_per_worker}
-        ),
-        run_config=RunConfig(
-            name=run_name,
-            storage_path=path,
-            storage_filesystem=fs,
-            checkpoint_config=CheckpointConfig(num_to_keep=2),
-            failure_config=FailureConfig(max_failures=cfg.text.max_failures),
-        ),
-        datasets={"train": dataset},
+    loop_config = {
+        "text": cfg.text.model_dump(mode="json"),
+        "init_uri": init_uri,
+        "seed": cfg.project.seed,
+        "threads": max(1, int(cfg.ray.cpus_per_worker)),
+        "tracking": tracking,
+        "crash_after_step": crash_after_step,
+    }
+    state, metrics, seconds = fit(
+        train_loop, loop_config, cfg, dataset, storage_uri, run_name, "text", workers, cfg.text.max_failures
     )
-    started = time.perf_counter()
-    try:
-        result = trainer.fit()
-    except Exception as exc:  # Ray wraps worker errors; the user needs the cause and what to do
-        raise DiffCXRError(
-            f"text training failed: {_root_cause(exc)}; re-run the same command to resume from the last checkpoint "
-            f"under {storage_uri}/{run_name}"
-        ) from None
-    seconds = time.perf_counter() - started
-    if result.checkpoint is None:
-        raise DiffCXRError(f"text training under {storage_uri}/{run_name} finished without a checkpoint")
-    with result.checkpoint.as_directory() as folder:
-        state = torch.load(Path(folder, STATE_FILE), map_location="cpu", weights_only=False)
     resumed_from = state["starts"][-1] if state.get("starts") else 0
-    metrics = result.metrics or {}
     sps = float(metrics.get("samples_per_second", 0.0))
     return TrainOutcome(state=state, resumed_from=resumed_from, seconds=seconds, samples_per_second=sps)
-
-
-def _root_cause(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    for line in reversed(text):
-        if "Error" in line or "error" in line:
-            return line.strip()[:300]
-    return (text[-1] if text else type(exc).__name__)[:300]

@@ -1,0 +1,84 @@
+"""One way to launch a Ray Train fit: the text and diffusion stages share it.
+
+``fit`` builds the ``TorchTrainer`` (workers and CPUs from ``cfg.ray``,
+checkpoints under a storage URI, local or ``s3://``), runs it, turns a worker's
+error into one line the user can act on, and returns the last checkpoint's
+``state.pt``. Re-running with the same ``run_name`` and storage resumes from
+that checkpoint (Ray Train restores it into ``train.get_checkpoint()``).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from diffcxr import storage
+from diffcxr.errors import DiffCXRError
+
+STATE_FILE = "state.pt"
+
+
+def fit(
+    loop: Callable[[dict[str, Any]], None],
+    loop_config: dict[str, Any],
+    cfg: Any,
+    dataset: Any,
+    storage_uri: str,
+    run_name: str,
+    what: str,
+    num_workers: int | None = None,
+    max_failures: int = 0,
+) -> tuple[dict[str, Any], dict[str, Any], float]:
+    """(state of the last checkpoint, last reported metrics, seconds) of one fit or resumed fit."""
+    import torch
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    fs, path = storage.resolve(storage_uri)
+    if storage.local_path(storage_uri) is not None:
+        Path(path).mkdir(parents=True, exist_ok=True)
+    trainer = TorchTrainer(
+        loop,
+        train_loop_config=loop_config,
+        scaling_config=ScalingConfig(
+            num_workers=num_workers or cfg.ray.num_workers,
+            use_gpu=cfg.ray.use_gpu,
+            resources_per_worker={"CPU": cfg.ray.cpus_per_worker},
+        ),
+        run_config=RunConfig(
+            name=run_name,
+            storage_path=path,
+            storage_filesystem=fs,
+            checkpoint_config=CheckpointConfig(num_to_keep=2),
+            failure_config=FailureConfig(max_failures=max_failures),
+        ),
+        datasets={"train": dataset},
+    )
+    started = time.perf_counter()
+    try:
+        result = trainer.fit()
+    except Exception as exc:  # Ray wraps worker errors; the user needs the cause and what to do
+        cause = root_cause(exc)
+        hint = (
+            ""
+            if "diverged" in cause
+            else f"; re-run the same command to resume from the last checkpoint under {storage_uri}/{run_name}"
+        )
+        raise DiffCXRError(f"{what} training failed: {cause}{hint}") from None
+    seconds = time.perf_counter() - started
+    if result.checkpoint is None:
+        raise DiffCXRError(f"{what} training under {storage_uri}/{run_name} finished without a checkpoint")
+    with result.checkpoint.as_directory() as folder:
+        state = torch.load(Path(folder, STATE_FILE), map_location="cpu", weights_only=False)
+    return state, dict(result.metrics or {}), seconds
+
+
+def root_cause(exc: BaseException) -> str:
+    """The line of a (Ray-wrapped) exception that names the error."""
+    lines = str(exc).strip().splitlines()
+    for line in reversed(lines):
+        if "Error" in line or "error" in line or "diverged" in line:
+            return line.strip()[:400]
+    return (lines[-1] if lines else type(exc).__name__)[:400]
