@@ -172,13 +172,18 @@ def run(
         _write_model(adapted.adapter, adapter_uri, ADAPTER, adapter_meta, key)
 
     histories = _histories(out, outcomes)
+    # each part fetched once (an s3:// run root would download it for the summary, registry and bundle alike)
+    folders = {
+        "uvit": storage.get_folder(uvit_uri),
+        "adapter": storage.get_folder(adapter_uri) if adapter_uri else None,
+    }
     summary: dict[str, Any] = {
         "train_rows": len(train_rows),
         "training_pairs": data.table.num_rows,
         "not_trained_on": data.missing,
         "distinct_sentences": len(data.sentence_ids),
-        "uvit": read_spec(storage.get_folder(uvit_uri), UVIT),
-        "adapter": read_spec(storage.get_folder(adapter_uri), ADAPTER) if adapter_uri else None,
+        "uvit": read_spec(folders["uvit"], UVIT),
+        "adapter": read_spec(folders["adapter"], ADAPTER) if folders["adapter"] else None,
     }
     for name in ("uvit", "adapter"):
         if summary[name]:
@@ -188,12 +193,12 @@ def run(
 
     registered: dict[str, Any] = {}
     if tracker is not None:
-        registered = _register_parts(tracker, cfg, uvit_uri, adapter_uri, summary, key)
+        registered = _register_parts(tracker, cfg, folders, summary, key)
     generator_uri = storage.join(out, "generator")
     with tempfile.TemporaryDirectory() as tmp:
         folder = build_bundle(
-            Path(tmp, "generator"), storage.get_folder(paths["text_model"]), storage.get_folder(uvit_uri),
-            storage.get_folder(adapter_uri) if adapter_uri else None, cfg.autoencoder, cfg.labeler, cfg.sampling,
+            Path(tmp, "generator"), storage.get_folder(paths["text_model"]), folders["uvit"], folders["adapter"],
+            cfg.autoencoder, cfg.labeler, cfg.sampling,
             cfg.data.image_size, versions=registered,
         )  # fmt: skip
         samples_png, sample_rows = _per_disease_figure(Generator(folder), heldout or train_rows, cfg)
@@ -284,11 +289,11 @@ def _per_disease_figure(
 
 
 def _register_parts(
-    tracker: Tracker, cfg: DiffCXRConfig, uvit_uri: str, adapter_uri: str | None, summary: dict[str, Any], key: str
+    tracker: Tracker, cfg: DiffCXRConfig, folders: dict[str, Path | None], summary: dict[str, Any], key: str
 ) -> dict[str, Any]:
     registered = {}
-    for name, uri, model_name in (("uvit", uvit_uri, UVIT_MODEL), ("adapter", adapter_uri, ADAPTER_MODEL)):
-        if uri is None:
+    for name, model_name in (("uvit", UVIT_MODEL), ("adapter", ADAPTER_MODEL)):
+        if folders[name] is None:
             continue
         spec = summary[name]
         metadata = {
@@ -302,9 +307,7 @@ def _register_parts(
             "trained_steps": spec.get("trained_steps"),
             "final_loss": spec.get("final_loss"),
         }
-        version = tracker.register_bundle(
-            model_name, {"bundle": storage.get_folder(uri)}, metadata, alias=cfg.tracking.alias
-        )
+        version = tracker.register_bundle(model_name, {"bundle": folders[name]}, metadata, alias=cfg.tracking.alias)
         registered[name] = {"name": model_name, "version": version}
     return registered
 
