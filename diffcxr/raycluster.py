@@ -7,7 +7,7 @@ import os
 from diffcxr.config import DiffCXRConfig
 
 
-def init_ray(cfg: DiffCXRConfig) -> None:
+def init_ray(cfg: DiffCXRConfig | None = None, address: str | None = None) -> None:
     """Join the job's cluster (``ray job submit``), ``ray.address``, or start a local one.
 
     Outside a job, the S3/MLflow settings of this process are passed to the workers;
@@ -18,7 +18,7 @@ def init_ray(cfg: DiffCXRConfig) -> None:
 
     if ray.is_initialized():
         return
-    address = cfg.ray.address or os.environ.get("RAY_ADDRESS")
+    address = address or (cfg.ray.address if cfg is not None else None) or os.environ.get("RAY_ADDRESS")
     env = {k: v for k, v in os.environ.items() if k.startswith(("AWS_", "DIFFCXR_", "MLFLOW_", "HF_", "TRANSFORMERS_"))}
     options = {"include_dashboard": False, "log_to_driver": False, "configure_logging": False}
     in_job = bool(os.environ.get("RAY_JOB_ID") or os.environ.get("RAY_SUBMISSION_ID") or os.environ.get("RAY_ADDRESS"))

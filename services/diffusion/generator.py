@@ -31,12 +31,19 @@ import torch
 from diffcxr.config import AutoencoderConfig, LabelerConfig, SamplingConfig
 from diffcxr.errors import ConfigError, DataError
 from diffcxr.hashing import sha256_file
-from diffcxr.labeling.sentences import NO_FINDING_SENTENCE, disease_sentence
-from services.diffusion.sampling import check_request, sample_latents
-from services.diffusion.weights import ADAPTER, UVIT, load_adapted, load_uvit, read_spec
+from services.diffusion.parts import (
+    SPEC_FILE,
+    DecoderPart,
+    DenoiserPart,
+    TextPart,
+    provenance,
+    read_bundle_spec,
+    to_uint8,
+)
+from services.diffusion.sampling import check_request
+from services.diffusion.weights import ADAPTER, UVIT, read_spec
 
 log = logging.getLogger(__name__)
-SPEC_FILE = "generator.json"
 
 
 @dataclass
@@ -121,6 +128,47 @@ def build_bundle(
     return folder
 
 
+def build_initial_bundle(cfg: Any, folder: str | Path) -> Path:
+    """A generator bundle of the configured architecture with freshly initialised weights (seeded by
+    ``project.seed``): the real text encoder, squeezer, U-ViT, zero-initialised adapter and the real
+    decoder, none of them trained together. It lets a deployment (and its tests) be exercised end to
+    end before any training has run; its images are not meaningful radiographs."""
+    import tempfile
+
+    from diffcxr.autoencoders.frozen import load_autoencoder
+    from services.diffusion.adapter import AdaptedUViT
+    from services.diffusion.schedulers import schedule_of
+    from services.diffusion.uvit import UViT, uvit_config
+    from services.diffusion.weights import save_model
+    from services.text.model import ReportEncoder
+
+    torch.manual_seed(cfg.project.seed)
+    with tempfile.TemporaryDirectory() as tmp:
+        text = ReportEncoder.from_config(cfg.text, cfg.data.image_size)
+        text_dir = text.save_bundle(Path(tmp, "text"))
+        net_cfg = uvit_config(cfg, text.context_shape)
+        uvit = UViT(net_cfg)
+        meta = {
+            "config": net_cfg.to_dict(),
+            "latent_shape": list(net_cfg.latent_shape),
+            "context_shape": list(text.context_shape),
+            "schedule": schedule_of(cfg.diffusion),
+            "autoencoder_id": load_autoencoder(cfg.autoencoder).id,
+            "scale_factor": cfg.autoencoder.scale_factor,
+            "trained_steps": 0,
+        }
+        uvit_dir = save_model(uvit, Path(tmp, UVIT), UVIT, meta)
+        adapter_dir = None
+        if cfg.adapter.enabled:
+            adapter = AdaptedUViT(uvit).adapter
+            uvit_sha = read_spec(uvit_dir, UVIT)["weights_sha256"]
+            adapter_dir = save_model(adapter, Path(tmp, ADAPTER), ADAPTER, {**meta, "uvit_sha256": uvit_sha})
+        return build_bundle(
+            folder, text_dir, uvit_dir, adapter_dir, cfg.autoencoder, cfg.labeler, cfg.sampling,
+            cfg.data.image_size, versions={"initial_weights": True},
+        )  # fmt: skip
+
+
 def _sd_vae_folder(autoencoder: AutoencoderConfig) -> Path:
     import os
 
@@ -131,64 +179,28 @@ def _sd_vae_folder(autoencoder: AutoencoderConfig) -> Path:
 
 
 class Generator:
-    """Loads a generator bundle once; turns reports and seeds into images."""
+    """Loads a generator bundle once; turns reports and seeds into images (the three parts in one process)."""
 
     def __init__(self, folder: str | Path, threads: int | None = None) -> None:
-        from diffcxr.autoencoders.frozen import load_autoencoder
-        from diffcxr.labeling.rules import RuleLabeler
-        from services.text.model import ReportEncoder
-
         if threads:
             torch.set_num_threads(threads)
         self.folder = Path(folder)
-        if not (self.folder / SPEC_FILE).is_file():
-            raise DataError(f"'{folder}' is not a generator bundle (no {SPEC_FILE})")
-        self.spec = json.loads((self.folder / SPEC_FILE).read_text())
-        self.text = ReportEncoder.load_bundle(self.folder / "text").eval()
-        self.tokenizer = self.text.tokenizer()
-        if self.spec.get("adapter"):
-            self.model, _ = load_adapted(self.folder / UVIT, self.folder / ADAPTER)
-        else:
-            self.model, _ = load_uvit(self.folder / UVIT)
-        self.model.eval()
-        ae_spec = self.spec["autoencoder"]
-        ae_cfg = AutoencoderConfig(
-            kind=ae_spec["kind"],
-            weights=str(self.folder / "autoencoder"),
-            latent_channels=ae_spec["latent_channels"],
-            downsample=ae_spec["downsample"],
-            scale_factor=ae_spec["scale_factor"],
-        )
-        self.autoencoder = load_autoencoder(ae_cfg)
-        self.labeler = RuleLabeler()
-        self.sampling = SamplingConfig(**self.spec["sampling"])
-        self.uncond = self._contexts([""])[0]
+        self.spec = read_bundle_spec(folder)
+        self.text = TextPart(folder)
+        self.denoiser = DenoiserPart(folder)
+        self.decoder = DecoderPart(folder)
+        self.sampling = self.denoiser.sampling
 
     @property
     def has_adapter(self) -> bool:
         return bool(self.spec.get("adapter"))
 
     def provenance(self) -> dict[str, Any]:
-        spec = self.spec
-        return {
-            "text": (spec["text"]["weights_sha256"] or "")[:12],
-            "uvit": spec["uvit"]["weights_sha256"][:12],
-            "adapter": spec["adapter"]["weights_sha256"][:12] if spec.get("adapter") else None,
-            "autoencoder": spec["autoencoder"]["id"],
-            "registry": spec.get("registry", {}),
-        }
-
-    @torch.no_grad()
-    def _contexts(self, texts: list[str]) -> torch.Tensor:
-        """Squeezed contexts, rounded through float16 exactly as the training embeddings were stored.
-        An empty or whitespace-only report tokenises like "" and so gets the unconditional context."""
-        return self.text.encode(self.tokenizer(texts).ids)[1].half().float()
+        return provenance(self.spec)
 
     def sentences_for(self, reports: list[str]) -> list[str]:
         """The disease sentence of each report (rules labeler, labels by name)."""
-        results = self.labeler.label_reports([None] * len(reports), reports)
-        policy = self.spec["labeler"]["uncertain_policy"]
-        return [disease_sentence(r.labels, policy) if r is not None else NO_FINDING_SENTENCE for r in results]
+        return self.text.labels_and_sentences(reports)[1]
 
     def generate(
         self,
@@ -208,48 +220,25 @@ class Generator:
         for i, seed in enumerate(seeds):
             if not isinstance(seed, int | np.integer) or isinstance(seed, bool) or not 0 <= int(seed) < 2**63:
                 raise DataError(f"seed: row {i}: must be an integer in [0, 2**63), got {seed!r}")
-        reports = [r if isinstance(r, str) else "" for r in reports]
-        chosen = self.sentences_for(reports)
-        if sentences is not None:
-            if len(sentences) != len(reports):
-                raise DataError(f"disease_sentence: {len(sentences)} sentences for {len(reports)} reports")
-            chosen = [s if isinstance(s, str) and s.strip() else c for s, c in zip(sentences, chosen, strict=True)]
+        texts = self.text.run(reports, sentences)
         out: list[GeneratedImage] = []
-        for start in range(0, len(reports), batch_size):
-            end = start + batch_size
-            out += self._generate_batch(reports[start:end], seeds[start:end], chosen[start:end], steps, guidance)
+        for start in range(0, len(texts), batch_size):
+            part = texts[start : start + batch_size]
+            seeds_part = [int(s) for s in seeds[start : start + batch_size]]
+            latents = self.denoiser.sample(
+                np.stack([t.context for t in part]),
+                np.stack([t.hint for t in part]) if self.has_adapter else None,
+                self.text.uncond.numpy(),
+                seeds_part,
+                steps,
+                float(guidance),
+            )
+            pixels = to_uint8(self.decoder.decode(latents))
+            out += [
+                GeneratedImage(p, s, t.disease_sentence, steps, float(guidance))
+                for p, s, t in zip(pixels, seeds_part, part, strict=True)
+            ]
         return out
-
-    @torch.no_grad()
-    def _generate_batch(
-        self, reports: list[str], seeds: list[int], sentences: list[str], steps: int, guidance: float
-    ) -> list[GeneratedImage]:
-        context = self._contexts(reports)
-        hint = self._contexts(sentences) if self.has_adapter else None
-        model = self.model
-
-        def denoiser(x, t, c, h):  # noqa: ANN001, ANN202
-            return model(x, t, c) if h is None else model(x, t, c, h)
-
-        latents = sample_latents(
-            denoiser,
-            self.spec["schedule"],
-            context,
-            self.uncond,
-            [int(s) for s in seeds],
-            tuple(self.spec["autoencoder"]["latent_shape"]),
-            steps,
-            guidance,
-            hint=hint,
-            uncond_hint=self.uncond,
-            scheduler_kind=self.sampling.scheduler,
-        )
-        images = self.autoencoder.decode(latents).mean(1).clamp(0, 1)
-        pixels = (images * 255).round().to(torch.uint8).numpy()
-        return [
-            GeneratedImage(p, int(s), sent, steps, float(guidance))
-            for p, s, sent in zip(pixels, seeds, sentences, strict=True)
-        ]
 
 
 class GeneratorPyfunc(mlflow.pyfunc.PythonModel):
