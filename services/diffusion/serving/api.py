@@ -85,6 +85,7 @@ class GenerateResponse(BaseModel):
     format: str
     models: ModelsOut
     timings_ms: dict[str, float]
+    batch_sizes: dict[str, int] = Field(description="Largest dynamic batch each deployment ran this request in.")
 
 
 class ErrorBody(BaseModel):
@@ -99,15 +100,22 @@ class ErrorResponse(BaseModel):
 
 
 def describe(exc: ValidationError) -> tuple[str, str, list[dict[str, Any]]]:
-    """(first field, "field: reason; ...", details) of a validation error, fields as dotted paths."""
+    """(first field, "field: reason; ...", details) of a validation error."""
+    return describe_errors(exc.errors())
+
+
+def describe_errors(errors: list[Any]) -> tuple[str, str, list[dict[str, Any]]]:
+    """Pydantic/FastAPI error entries → fields as dotted paths (no "body" prefix) with their reasons."""
     details = []
-    for e in exc.errors():
-        loc = [str(p) for p in e["loc"] if p != "body"]
-        message = str(e["msg"]).removeprefix("Value error, ")
+    for e in errors:
+        loc = [str(p) for p in e.get("loc", ()) if p != "body"]
+        if e.get("type") == "json_invalid":  # loc is a character position, not a field
+            loc = []
+        message = str(e.get("msg", "invalid")).removeprefix("Value error, ")
         field = ".".join(loc)
-        if not field:  # a whole-model check says "field: reason"
+        if not field:  # a whole-request check says "field: reason"
             field, _, rest = message.partition(": ") if ": " in message else ("body", "", message)
             message = rest or message
         details.append({"field": field, "message": message})
     text = "; ".join(f"{d['field']}: {d['message']}" for d in details)
-    return details[0]["field"] if details else "body", text, details
+    return (details[0]["field"] if details else "body"), text, details

@@ -60,6 +60,11 @@ class ServeConfig(_Section):
         DEFAULT_MODEL,
         description="Generator bundle: models:/NAME@ALIAS, models:/NAME/VERSION, or a local folder / s3:// URI.",
     )
+    model_refresh_s: float = Field(
+        30.0, ge=0, le=86_400,
+        description="For models:/NAME@ALIAS: how often the ingress re-reads the alias and rolls to the version it "
+        "points at (in place, no request dropped); 0 = only when the app is (re)deployed.",
+    )  # fmt: skip
     tracking_uri: str | None = Field(None, description="MLflow URI for models:/ references; null: MLFLOW_TRACKING_URI.")
     model_cache: str | None = Field(None, description="Where registry downloads are kept per node; null: a temp dir.")
     app_name: str = Field("diffcxr", description="Serve application name (gRPC clients send it as 'application').")

@@ -69,7 +69,8 @@ class _ModelDeployment:
         self.parts.get(self.current)
 
     def health(self) -> dict[str, Any]:
-        return {"current": self.current.label if self.current else None, "loaded": self.parts.loaded()}
+        loaded = self.parts.loaded() if self.parts else []
+        return {"current": loaded[-1] if loaded else None, "loaded": loaded}
 
 
 def _text_part(folder: Any) -> Any:

@@ -9,13 +9,13 @@ parts of two versions. A replica lost mid-request (killed, node gone) is
 retried on another: seeds make the retry give the same image.
 """
 
-
 import asyncio
 import base64
 import hashlib
 import json
 import logging
 import secrets
+import threading
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -28,18 +28,18 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingRes
 from pydantic import ValidationError
 from ray import serve
 from ray.exceptions import RayActorError
-from ray.serve.exceptions import ReplicaUnavailableError
+from ray.serve.exceptions import RayServeException, ReplicaUnavailableError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from diffcxr.constants import CHEXPERT_LABELS
 from services.diffusion.serving import outputs
-from services.diffusion.serving.api import ErrorResponse, GenerateResponse, describe, request_model
+from services.diffusion.serving.api import ErrorResponse, GenerateResponse, describe, describe_errors, request_model
 from services.diffusion.serving.config import ServeConfig
 from services.diffusion.serving.deployments import DenoiseJob, TextJob
-from services.diffusion.serving.models import ModelVersion
+from services.diffusion.serving.models import ModelVersion, resolve
 from services.diffusion.serving.security import BodyLimit, ClientLimiter, TokenCheck, report_fingerprint
 
-log = logging.getLogger("diffcxr.serve")
+log = logging.getLogger("ray.serve.diffcxr")  # a child of Serve's logger: lands in the replica log files
 RETRIES = 3
 
 
@@ -58,8 +58,16 @@ def _error_json(exc: ApiError, headers: dict[str, str] | None = None) -> JSONRes
     return JSONResponse(exc.body(), status_code=exc.status, headers=headers)
 
 
-def _replica_lost(exc: BaseException) -> bool:
-    return isinstance(exc, RayActorError | ReplicaUnavailableError)
+def _replica_lost(exc: BaseException | None) -> bool:
+    """A replica (or the one whose output this call consumed) died: the call can be retried elsewhere."""
+    seen = 0
+    while exc is not None and seen < 10:
+        if isinstance(exc, RayActorError | ReplicaUnavailableError):
+            return True
+        if isinstance(exc, RayServeException) and "actor died" in str(exc):
+            return True  # "failed because an upstream actor died before finishing a dependent task"
+        exc, seen = exc.__cause__ or exc.__context__, seen + 1
+    return False
 
 
 ERRORS = {
@@ -93,19 +101,13 @@ def build_ingress(cfg: ServeConfig) -> Any:
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
-        details = []
-        for e in exc.errors():
-            loc = [str(p) for p in e.get("loc", ()) if p != "body"]
-            if e.get("type") == "json_invalid":  # loc is a character position, not a field
-                loc = []
-            details.append({"field": ".".join(loc) or "body", "message": str(e.get("msg", "invalid"))})
-        first = details[0] if details else {"field": "body", "message": "invalid request"}
-        text = "; ".join(f"{d['field']}: {d['message']}" for d in details)
-        return _error_json(ApiError(422, first["field"], text, details))
+        field, text, details = describe_errors(list(exc.errors()))
+        return _error_json(ApiError(422, field, text or "invalid request", details))
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return _error_json(ApiError(exc.status_code, None, str(exc.detail)))
+        field = "body" if exc.status_code == 400 else None  # Starlette's 400 is an unparsable body
+        return _error_json(ApiError(exc.status_code, field, str(exc.detail)))
 
     @app.exception_handler(ApiError)
     async def _api(request: Request, exc: ApiError) -> JSONResponse:
@@ -133,6 +135,23 @@ def build_ingress(cfg: ServeConfig) -> Any:
 
         def reconfigure(self, config: dict[str, Any]) -> None:
             self.model = ModelVersion(**config["model"])
+            if cfg.model_refresh_s > 0 and "@" in cfg.model and not getattr(self, "_watching", False):
+                self._watching = True
+                threading.Thread(target=self._watch_alias, name="alias-watch", daemon=True).start()
+
+        def _watch_alias(self) -> None:
+            """Re-read the alias every ``model_refresh_s``; new requests then carry the new version and each
+            deployment loads it on first use (requests in flight finish on the old one: nothing is dropped)."""
+            while True:
+                time.sleep(cfg.model_refresh_s)
+                try:
+                    latest = resolve(cfg.model, cfg.tracking_uri)
+                except Exception as exc:  # registry unreachable: keep serving the pinned version
+                    log.warning("cannot re-read %s: %s", cfg.model, exc)
+                    continue
+                if latest != self.model:
+                    log.info("alias %s moved: %s -> %s", cfg.model, self.model.label, latest.label)
+                    self.model = latest
 
         # ------------------------------------------------------------- core
         async def _describe(self, model: ModelVersion) -> dict[str, Any]:
@@ -203,6 +222,7 @@ def build_ingress(cfg: ServeConfig) -> Any:
             images: list[dict[str, Any] | None] = [None] * len(jobs)
             served = {"text": text["served_by"]}
             timings = {"text": text["ms"], "denoise": 0.0, "decode": 0.0}
+            batches = {"text": text["batch"], "denoise": 0, "decode": 0}
             try:
                 for done, future in enumerate(asyncio.as_completed(tasks), start=1):
                     i, result = await future
@@ -210,6 +230,8 @@ def build_ingress(cfg: ServeConfig) -> Any:
                     served.update(result["served_by"])
                     timings["denoise"] = max(timings["denoise"], result["ms"]["denoise"])
                     timings["decode"] = max(timings["decode"], result["ms"]["decode"])
+                    for part in ("denoise", "decode"):
+                        batches[part] = max(batches[part], result["batch"][part])
                     images[i] = {"seed": seeds[i], "content_type": outputs.CONTENT_TYPES[req.format],
                                  "sha256": hashlib.sha256(data).hexdigest(), "bytes": data}  # fmt: skip
                     yield {"event": "image", "index": i, "done": done, "total": len(jobs), "image": images[i]}
@@ -225,7 +247,7 @@ def build_ingress(cfg: ServeConfig) -> Any:
                     "warnings": warnings, "steps": steps, "guidance": guidance, "format": req.format,
                     "models": {"model": model.label, "ref": model.ref, "parts": info["provenance"],
                                "served_by": served},
-                    "timings_ms": timings,
+                    "timings_ms": timings, "batch_sizes": batches,
                 },
             }  # fmt: skip
 
@@ -235,6 +257,11 @@ def build_ingress(cfg: ServeConfig) -> Any:
                 if event["event"] == "done":
                     response = event["response"]
             return response
+
+        async def generate_dict(self, data: dict[str, Any]) -> dict[str, Any]:
+            """Direct handle call (``serve.get_app_handle(app).generate_dict.remote({...})``): same fields and
+            checks as POST /v1/generate; images as raw bytes under ``bytes``. Invalid fields raise ApiError."""
+            return await self.generate_once(self._validate(data), uuid.uuid4().hex)
 
         def _admit(self, authorization: str | None, address: str | None) -> str:
             if not self.tokens.accepts(authorization):
@@ -266,7 +293,7 @@ def build_ingress(cfg: ServeConfig) -> Any:
             for name, handle in (("text", self.text), ("denoiser", self.denoiser), ("decoder", self.decoder)):
                 try:
                     states[name] = await asyncio.wait_for(handle.health.remote(), timeout=10)
-                    ok = ok and states[name]["current"] == self.model.label
+                    ok = ok and bool(states[name]["loaded"])
                 except Exception as exc:  # a deployment that cannot answer is what health reports
                     states[name] = {"error": type(exc).__name__}
                     ok = False

@@ -125,4 +125,5 @@ class LoadedVersions(Generic[T]):
             return part
 
     def loaded(self) -> list[str]:
+        """Loaded version labels, most recently used last."""
         return list(self._parts)
