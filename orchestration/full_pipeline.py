@@ -144,6 +144,7 @@ def main(argv: list[str] | None = None) -> int:
         alias = cfg.tracking.alias
         print(f"  generator:  {outcomes['diffusion']['generator']}  (registered as diffcxr-generator@{alias})")
         print("              try: diffcxr generate --report 'Small left pleural effusion.' --seed 7 --out cxr.png")
+        print(f"              serve: diffcxr serve --model {outcomes['diffusion']['generator']}  (docs/SERVING.md)")
     return 0
 
 

@@ -247,6 +247,11 @@ def test_limits_auth_empty_report_and_grpc_errors(app: App) -> None:
         r = requests.post(app.url + "v1/generate", json={"report": "x"}, headers=headers, timeout=30)
         assert r.status_code == 401 and r.headers["WWW-Authenticate"] == "Bearer"
     assert requests.get(app.url + "v1/models", timeout=30).status_code == 401
+    cross = requests.options(
+        app.url + "v1/generate", timeout=30,
+        headers={"Origin": "http://elsewhere.example", "Access-Control-Request-Method": "POST"},
+    )  # fmt: skip
+    assert "access-control-allow-origin" not in {k.lower() for k in cross.headers}  # CORS off by default
     empty = app.post({"report": "   ", "seed": 1}).json()
     assert empty["unconditional"] is True and empty["warnings"][0].startswith("report: empty")
     assert empty["disease_sentence"] == "There is no finding."
