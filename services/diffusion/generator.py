@@ -137,9 +137,8 @@ def build_initial_bundle(cfg: Any, folder: str | Path) -> Path:
 
     from diffcxr.autoencoders.frozen import load_autoencoder
     from services.diffusion.adapter import AdaptedUViT
-    from services.diffusion.schedulers import schedule_of
     from services.diffusion.uvit import UViT, uvit_config
-    from services.diffusion.weights import save_model
+    from services.diffusion.weights import model_meta, save_model
     from services.text.model import ReportEncoder
 
     torch.manual_seed(cfg.project.seed)
@@ -148,15 +147,8 @@ def build_initial_bundle(cfg: Any, folder: str | Path) -> Path:
         text_dir = text.save_bundle(Path(tmp, "text"))
         net_cfg = uvit_config(cfg, text.context_shape)
         uvit = UViT(net_cfg)
-        meta = {
-            "config": net_cfg.to_dict(),
-            "latent_shape": list(net_cfg.latent_shape),
-            "context_shape": list(text.context_shape),
-            "schedule": schedule_of(cfg.diffusion),
-            "autoencoder_id": load_autoencoder(cfg.autoencoder).id,
-            "scale_factor": cfg.autoencoder.scale_factor,
-            "trained_steps": 0,
-        }
+        ae_id = load_autoencoder(cfg.autoencoder).id
+        meta = {**model_meta(cfg, net_cfg, text.context_shape, ae_id), "trained_steps": 0}
         uvit_dir = save_model(uvit, Path(tmp, UVIT), UVIT, meta)
         adapter_dir = None
         if cfg.adapter.enabled:

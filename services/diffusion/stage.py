@@ -35,10 +35,9 @@ from diffcxr.tracking import Tracker
 from services.diffusion.adapter import AdaptedUViT
 from services.diffusion.data import build_training_set, preview_set
 from services.diffusion.generator import Generator, GeneratorPyfunc, build_bundle
-from services.diffusion.schedulers import schedule_of
 from services.diffusion.train import TrainOutcome, ema_weights, grid_png, train
 from services.diffusion.uvit import UViT, uvit_config
-from services.diffusion.weights import ADAPTER, UVIT, load_uvit, read_spec, save_model
+from services.diffusion.weights import ADAPTER, UVIT, load_uvit, model_meta, read_spec, save_model
 from services.text.embed import read_embeddings
 
 log = logging.getLogger(__name__)
@@ -128,12 +127,7 @@ def run(
     dataset = ray.data.from_arrow(data.table)
     tracking = _tracking(tracker)
     meta = {
-        "config": net_cfg.to_dict(),
-        "latent_shape": list(net_cfg.latent_shape),
-        "context_shape": list(data.context_shape),
-        "schedule": schedule_of(cfg.diffusion),
-        "autoencoder_id": data.autoencoder_id,
-        "scale_factor": cfg.autoencoder.scale_factor,
+        **model_meta(cfg, net_cfg, data.context_shape, data.autoencoder_id),
         "text_weights_sha256": embeddings.meta.get("weights_sha256"),
         "stage_key": key,
     }

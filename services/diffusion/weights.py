@@ -48,6 +48,21 @@ def check_state(state: dict[str, torch.Tensor], model: nn.Module, source: str) -
             )
 
 
+def model_meta(cfg: Any, net_cfg: UViTConfig, context_shape: tuple[int, int], autoencoder_id: str) -> dict[str, Any]:
+    """What a U-ViT or adapter folder records beside its weights: architecture, latent and context spaces,
+    noise schedule and the autoencoder whose latents it denoises (checked again when a bundle is built)."""
+    from services.diffusion.schedulers import schedule_of
+
+    return {
+        "config": net_cfg.to_dict(),
+        "latent_shape": list(net_cfg.latent_shape),
+        "context_shape": list(context_shape),
+        "schedule": schedule_of(cfg.diffusion),
+        "autoencoder_id": autoencoder_id,
+        "scale_factor": cfg.autoencoder.scale_factor,
+    }
+
+
 def save_model(model: nn.Module, folder: str | Path, name: str, meta: dict[str, Any]) -> Path:
     """Write ``<name>.pt`` and ``<name>.json`` (``meta`` plus the weights' sha256)."""
     folder = Path(folder)
