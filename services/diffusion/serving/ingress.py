@@ -18,7 +18,7 @@ import secrets
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from importlib import resources
 from typing import Any
 
@@ -32,7 +32,7 @@ from ray.serve.exceptions import RayServeException, ReplicaUnavailableError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from diffcxr.constants import CHEXPERT_LABELS
-from services.diffusion.serving import outputs
+from services.diffusion import outputs
 from services.diffusion.serving.api import ErrorResponse, GenerateResponse, describe, describe_errors, request_model
 from services.diffusion.serving.config import ServeConfig
 from services.diffusion.serving.deployments import DenoiseJob, TextJob
@@ -172,26 +172,25 @@ def build_ingress(cfg: ServeConfig) -> Any:
                 field, text, details = describe(exc)
                 raise ApiError(422, field, text, details) from None
 
-        async def _image(self, job: DenoiseJob) -> dict[str, Any]:
+        async def _retrying(self, call: Callable[[], Awaitable[dict[str, Any]]], what: str) -> dict[str, Any]:
+            """``call()`` again (up to RETRIES times) when the replica serving it, or one it consumed, was lost."""
             for attempt in range(RETRIES):
                 try:
-                    return await self.decoder.decode.remote(self.denoiser.sample.remote(job))
+                    return await call()
                 except Exception as exc:
                     if not _replica_lost(exc) or attempt == RETRIES - 1:
                         raise
-                    log.warning("replica lost (%s); retrying image seed=%d", type(exc).__name__, job.seed)
+                    log.warning("replica lost (%s); retrying %s", type(exc).__name__, what)
                     await asyncio.sleep(0.5 * (attempt + 1))
             raise AssertionError("unreachable")
 
+        async def _image(self, job: DenoiseJob) -> dict[str, Any]:
+            return await self._retrying(
+                lambda: self.decoder.decode.remote(self.denoiser.sample.remote(job)), f"image seed={job.seed}"
+            )
+
         async def _text(self, job: TextJob) -> dict[str, Any]:
-            for attempt in range(RETRIES):
-                try:
-                    return await self.text.encode.remote(job)
-                except Exception as exc:
-                    if not _replica_lost(exc) or attempt == RETRIES - 1:
-                        raise
-                    await asyncio.sleep(0.5 * (attempt + 1))
-            raise AssertionError("unreachable")
+            return await self._retrying(lambda: self.text.encode.remote(job), "text")
 
         async def run(self, req: Any, request_id: str) -> AsyncIterator[dict[str, Any]]:
             """Events: labels, then one per finished image (in completion order), then done."""
