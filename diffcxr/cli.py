@@ -21,9 +21,7 @@ from diffcxr.errors import DiffCXRError
 log = logging.getLogger("diffcxr")
 
 #: Stages whose services are still being built, with the issue that builds them.
-PLANNED_STAGES: dict[str, tuple[str, str]] = {
-    "eval": ("FID, per-disease AUC, compute and latency, and the paper's tables", "#9"),
-}
+PLANNED_STAGES: dict[str, tuple[str, str]] = {}
 
 
 def _print_json(data: Any) -> None:
@@ -314,6 +312,50 @@ def cmd_diffusion_train(args: argparse.Namespace) -> int:
             **{k: v for k, v in outcome.items() if k not in ("summary", "key")},
             "training_pairs": summary.get("training_pairs"),
             "registered": summary.get("registered"),
+        }
+    )
+    return 0
+
+
+def parse_variant(text: str) -> dict[str, Any]:
+    """``NAME:FLAGS=URI`` (FLAGS: ``none`` or a '+'-joined subset of lnfs, ava_tls, dkim) → an EvalVariant dict."""
+    head, sep, model = text.partition("=")
+    name, _, flags = head.partition(":")
+    if not sep or not name or not model or not flags:
+        raise DiffCXRError(
+            f"--variant '{text}': expected NAME:FLAGS=URI, e.g. 'baseline:none=runs/a/diffusion/generator'"
+        )
+    given = set() if flags == "none" else set(flags.split("+"))
+    unknown = given - {"lnfs", "ava_tls", "dkim"}
+    if unknown:
+        raise DiffCXRError(f"--variant '{text}': unknown flags {sorted(unknown)}; use none or lnfs+ava_tls+dkim")
+    return {"name": name, "model": model, **{f: f in given for f in ("lnfs", "ava_tls", "dkim")}}
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from services.eval import stage
+
+    cfg = _load(args)
+    if args.variant:
+        from diffcxr.config import EvalVariant
+
+        variants = [*cfg.eval.variants, *(EvalVariant(**parse_variant(v)) for v in args.variant)]
+        cfg = cfg.model_copy(update={"eval": cfg.eval.model_copy(update={"variants": variants})})
+    inputs = {"manifest": args.manifest} if args.manifest else None
+    tracker, context = _tracked(cfg, "eval", args.track)
+    with context:
+        outcome = stage.run(cfg, tracker, model=args.model, inputs=inputs, out_uri=args.out, force=args.force)
+    results = outcome.get("summary", {})
+    main = results.get("models", {}).get("model", {})
+    _print_json(
+        {
+            **{k: v for k, v in outcome.items() if k not in ("summary", "key")},
+            "classifier": results.get("classifier", {}).get("kind"),
+            "mAUC": main.get("mAUC", results.get("mAUC")),
+            "fid_domain": main.get("fid_domain", results.get("fid_domain")),
+            "fid_floor": results.get("fid_floor"),
+            "fid_inception": main.get("fid_inception"),
+            "calibration": results.get("calibration"),
         }
     )
     return 0
@@ -671,6 +713,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--print-deploy-config", action="store_true", help="print the `serve deploy` config and exit")
     p.add_argument("--working-dir", help="runtime_env.working_dir for the deploy config (local:///abs or remote URI)")
     p.set_defaults(func=cmd_serve)
+
+    p = groups.add_parser(
+        "eval",
+        help="FID, per-disease AUC (mAUC), GFLOPs, latency, the paper's tables II/IV/V/VI and an HTML report",
+        description="Evaluate a generator: generate for held-out (test split) reports on a Ray Data actor pool, "
+        "score images with the reference classifier (torchxrayvision densenet121-res224-all when its weights are "
+        "given, else a DenseNet-121 trained here on Ray Train), compute per-disease AUC, mAUC, domain FID with its "
+        "real-vs-real floor, Inception FID when its weights exist, GFLOPs, s/image and images/s, the ablation "
+        "(the model without its adapter and any --variant) and the downstream experiment, and write "
+        "report.html, results.json and tables.json to --out. With --track everything goes to MLflow.",
+    )
+    p.add_argument("--model", help="generator: bundle folder/URI or models:/NAME@ALIAS (default: the run's bundle)")
+    p.add_argument("--manifest", help="manifest URI (default: <run_root>/filter/manifest.parquet)")
+    p.add_argument("--out", help="output folder URI (default: <run_root>/eval/)")
+    p.add_argument(
+        "--variant",
+        action="append",
+        metavar="NAME:FLAGS=URI",
+        help="another trained variant for the ablation table; FLAGS = none or lnfs+ava_tls+dkim (repeatable)",
+    )
+    p.add_argument("--force", action="store_true", help="re-run even if the stage is current")
+    p.add_argument("--track", action="store_true", help="log metrics, tables and the report to MLflow")
+    _add_config_args(p)
+    p.set_defaults(func=cmd_eval)
 
     for stage, (what, issue) in PLANNED_STAGES.items():
         g = groups.add_parser(

@@ -277,13 +277,68 @@ class SamplingConfig(Section):
     guidance: float = Field(4.0, ge=0)
 
 
+class EvalVariant(Section):
+    """One trained variant for the ablation table (paper Table II): a generator and which components it has."""
+
+    name: str = Field(min_length=1)
+    model: str = Field(min_length=1, description="Generator: bundle folder/URI or models:/NAME@ALIAS.")
+    lnfs: bool = Field(description="Trained on the latent-noise-filtered set.")
+    ava_tls: bool = Field(description="Report encoder with the information squeeze (AVA-TLS).")
+    dkim: bool = Field(description="Disease-knowledge adapter used at sampling.")
+
+
 class EvalConfig(Section):
-    num_reports: int | None = Field(None, ge=1, description="Held-out reports to generate for (null = all).")
+    """What the eval service measures and how: generation for held-out reports, the reference classifier,
+    FID, per-disease AUC, compute and latency, the ablation and downstream tables."""
+
+    num_reports: int | None = Field(None, ge=1, description="Held-out test-split reports to generate for (null: all).")
     images_per_report: int = Field(1, ge=1)
-    classifier: Literal["xrv-densenet121-res224-all", "own-densenet121"] = "own-densenet121"
-    classifier_weights: str | None = None
-    classifier_steps: int = Field(2000, ge=1)
+    steps: int | None = Field(None, ge=1, le=1000, description="Sampler steps (null = the bundle's default).")
+    guidance: float | None = Field(None, ge=0, le=30, description="Guidance scale (null = the bundle's default).")
+    batch_size: int = Field(8, ge=1, description="Reports per generation batch in the Ray Data job.")
+    classifier: Literal["xrv-densenet121-res224-all", "own-densenet121"] = Field(
+        "own-densenet121",
+        description="Reference classifier: torchxrayvision's densenet121-res224-all (needs its weights) or our "
+        "DenseNet-121 trained on the real train images of this dataset with Ray Train.",
+    )
+    classifier_weights: str | None = Field(
+        None, description="xrv: the .pt file (or its folder); own: a trained classifier folder to reuse."
+    )
+    allow_download: bool = Field(False, description="xrv/Inception: download missing weights (sha256-pinned).")
+    classifier_steps: int = Field(2000, ge=1, description="own: training steps.")
+    classifier_batch_size: int = Field(32, ge=1)
+    classifier_lr: float = Field(1e-3, gt=0)
+    classifier_cpus: float | None = Field(
+        None, gt=0, description="CPUs (= torch threads) of a classifier training worker (null: ray.cpus_per_worker)."
+    )
+    classifier_image_size: int | None = Field(
+        None, ge=32, description="own: input size (null = data.image_size; the xrv model always uses 224)."
+    )
+    unmentioned: Literal["exclude", "negative"] = Field(
+        "exclude",
+        description="Null (unmentioned) labels: excluded from that disease's AUC, or counted negative when the "
+        "data says so (phantoms: the renderer draws only positive findings).",
+    )
+    uncertain: Literal["exclude", "negative", "positive"] = Field("exclude", description="Uncertain (-1) labels.")
     inception_fid: bool = Field(True, description="Also compute Inception FID when its weights exist.")
+    inception_weights: str | None = Field(None, description="pt_inception-2015-12-05-6726825d.pth (or its folder).")
+    latency_images: int = Field(4, ge=1, description="Images timed one at a time (after one warm-up) for s/image.")
+    without_adapter: bool = Field(True, description="Ablation row: the same model sampled with its adapter off.")
+    variants: list[EvalVariant] = Field(default_factory=list, description="More trained variants for Table II.")
+    downstream: bool = Field(True, description="Table VI: classifiers on 1/10/100 % real ± synthetic images.")
+    downstream_fractions: list[float] = Field([0.01, 0.1, 1.0], min_length=1)
+    downstream_steps: int = Field(1000, ge=1, description="Training steps of each downstream classifier.")
+    grid_per_disease: int = Field(4, ge=1, le=16, description="Real and generated images per disease in the report.")
+
+    @model_validator(mode="after")
+    def _check(self) -> EvalConfig:
+        bad = [f for f in self.downstream_fractions if not 0 < f <= 1]
+        if bad:
+            raise ValueError(f"downstream_fractions must be in (0, 1], got {bad}")
+        names = [v.name for v in self.variants]
+        if len(set(names)) != len(names):
+            raise ValueError(f"variants: names must be unique, got {names}")
+        return self
 
 
 class DiffCXRConfig(Section):

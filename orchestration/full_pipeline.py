@@ -59,13 +59,20 @@ def _diffusion_stage(cfg: DiffCXRConfig, tracker: Tracker, force: bool) -> dict[
     return stage.run(cfg, tracker, force=force)
 
 
+def _eval_stage(cfg: DiffCXRConfig, tracker: Tracker, force: bool) -> dict[str, Any]:
+    """FID, per-disease AUC, compute, latency and the paper's tables for the generator just trained."""
+    from services.eval import stage
+
+    return stage.run(cfg, tracker, force=force)
+
+
 #: Every stage in order; a string instead of a function = not built yet (the issue that builds it).
 STAGES: dict[str, StageFn | str] = {
     "data": _data_stage,
     "filter": _filter_stage,
     "text": _text_stage,
     "diffusion": _diffusion_stage,
-    "eval": "#9",
+    "eval": _eval_stage,
     "register": "#10",
 }
 
@@ -145,6 +152,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  generator:  {outcomes['diffusion']['generator']}  (registered as diffcxr-generator@{alias})")
         print("              try: diffcxr generate --report 'Small left pleural effusion.' --seed 7 --out cxr.png")
         print(f"              serve: diffcxr serve --model {outcomes['diffusion']['generator']}  (docs/SERVING.md)")
+    if "report" in outcomes.get("eval", {}):
+        print(f"  evaluation: {outcomes['eval']['report']}  (open in a browser; numbers in results.json and MLflow)")
     return 0
 
 

@@ -28,6 +28,13 @@ DIFFUSION_QUICK = [
     "adapter.checkpoint_every=2",
     "sampling.steps=2",
 ]
+#: The eval stage on the few test reports: a short classifier fit, no downstream experiment.
+EVAL_QUICK = [
+    "eval.classifier_steps=2",
+    "eval.classifier_batch_size=8",
+    "eval.downstream=false",
+    "eval.latency_images=1",
+]
 
 
 def _cfg(run_root: str, tracking: str, experiment: str, *extra: str):
@@ -40,6 +47,7 @@ def _cfg(run_root: str, tracking: str, experiment: str, *extra: str):
             "data.max_reports=20",
             *TEXT_QUICK,
             *DIFFUSION_QUICK,
+            *EVAL_QUICK,
             *extra,
         ],
     )
@@ -62,7 +70,8 @@ def test_pipeline_runs_data_then_skips_until_config_changes(
     assert first["data"]["status"] == "done"
     assert first["filter"]["status"] == "done" and first["text"]["status"] == "done"
     assert first["diffusion"]["status"] == "done" and storage.exists(first["diffusion"]["generator"])
-    assert first["eval"] == {"status": "not built", "issue": "#9"}
+    assert first["eval"]["status"] == "done" and storage.exists(first["eval"]["report"])
+    assert first["register"] == {"status": "not built", "issue": "#10"}
     assert storage.exists(storage.join(first["text"]["embeddings"], "embeddings.json"))
     table = manifest.read(first["data"]["manifest"])
     assert manifest.read(first["filter"]["manifest"]).num_rows == table.num_rows
@@ -83,15 +92,15 @@ def test_pipeline_runs_data_then_skips_until_config_changes(
         f"tags.mlflow.parentRunId = '{first['mlflow_run_id']}'",
     )
     data_run = next(r for r in children if r.data.tags["diffcxr.stage"] == "data")
-    assert {r.data.tags["diffcxr.stage"] for r in children} == {"data", "filter", "text", "diffusion"}
+    assert {r.data.tags["diffcxr.stage"] for r in children} == {"data", "filter", "text", "diffusion", "eval"}
     assert data_run.data.metrics["data.rows"] == table.num_rows
     assert data_run.data.params["data.manifest_uri"] == first["data"]["manifest"]
 
 
 def test_only_a_stage_that_is_not_built_is_an_error(tmp_path: Path, home: Path) -> None:
     cfg = _cfg(str(tmp_path / "runs"), f"sqlite:///{tmp_path}/m.db", "exp")
-    with pytest.raises(DiffCXRError, match="stage 'eval' is not built yet \\(issue #9\\)"):
-        run_pipeline(cfg, ["eval"])
+    with pytest.raises(DiffCXRError, match="stage 'register' is not built yet \\(issue #10\\)"):
+        run_pipeline(cfg, ["register"])
 
 
 @pytest.mark.s3

@@ -1,0 +1,451 @@
+"""The eval stage: the paper's measurements of one generator, its tables, and an HTML report.
+
+Inputs: the manifest (default: the filter stage's, so the real reference
+images are the kept ones) and a generator (``--model``: bundle folder/URI or
+``models:/diffcxr-generator@alias``; default: the diffusion stage's bundle).
+Steps: load the real train and test images; get the reference classifier
+(torchxrayvision's, or our DenseNet-121 trained here on Ray Train); generate
+``images_per_report`` images for each of ``num_reports`` test-split reports
+with a Ray Data actor pool; per-disease AUC, mAUC, domain FID (+ its real
+train-vs-test floor) and Inception FID when available; GFLOPs and latency;
+the ablation variants; the downstream experiment; calibration controls
+(shuffled labels, noise); tables II/IV/V/VI; ``report.html`` with figures.
+Outputs under ``out`` (default ``<run_root>/eval/``): ``results.json``,
+``tables.json``, ``report.html``, ``figures/``, ``classifier/``,
+``generated/``. With a tracker: every number, the classifier and dataset ids
+as params, the report and figures as artifacts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+import os
+import platform
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from diffcxr import manifest, storage
+from diffcxr.config import DiffCXRConfig, EvalVariant
+from diffcxr.constants import EVAL_DISEASES, STATUS_KEPT
+from diffcxr.errors import DataError, DiffCXRError
+from diffcxr.raycluster import init_ray
+from diffcxr.stages import StageDir, content_key
+from diffcxr.tracking import Tracker
+from services.eval import report, tables
+from services.eval.classifier import OWN_KIND, OwnDenseNet, ReferenceClassifier, load_classifier
+from services.eval.classifier_train import data_id, train_classifier
+from services.eval.fid import InceptionFeatures, find_inception_weights, frechet_distance
+from services.eval.generate import Generated, generate_with_ray, latency, requests
+from services.eval.labels import LabelPolicy, label_matrix, per_disease_auc
+from services.eval.metrics import image_metrics
+
+log = logging.getLogger(__name__)
+STAGE = "eval"
+
+
+def default_inputs(cfg: DiffCXRConfig) -> dict[str, str]:
+    return {
+        "manifest": StageDir(cfg.run_root, "filter").path("manifest.parquet"),
+        "model": StageDir(cfg.run_root, "diffusion").path("generator"),
+    }
+
+
+def resolve_model(ref: str, tracker: Tracker | None, cfg: DiffCXRConfig) -> Path:
+    """A local generator folder for ``ref``, or an error that names ``ref``."""
+    from services.diffusion.stage import resolve_generator
+
+    if tracker is None and ref.startswith("models:/"):
+        tracker = Tracker.from_config(cfg)
+    try:
+        return resolve_generator(ref, tracker)
+    except DiffCXRError as exc:
+        raise DataError(f"model '{ref}' does not resolve to a generator: {exc}") from None
+    except Exception as exc:  # registry/network errors from MLflow
+        raise DataError(f"model '{ref}' does not resolve to a generator: {type(exc).__name__}: {exc}") from None
+
+
+def _bundle_digest(folder: Path) -> str:
+    return hashlib.sha256((folder / "generator.json").read_bytes()).hexdigest()[:16]
+
+
+def stage_key(cfg: DiffCXRConfig, manifest_bytes: bytes, model_digests: dict[str, str]) -> str:
+    config = cfg.to_dict()
+    digest = hashlib.sha256(manifest_bytes).hexdigest()[:16]
+    return content_key(STAGE, config["eval"], config["data"]["image_size"], cfg.project.seed, digest, model_digests)
+
+
+def read_images(rows: list[dict[str, Any]], size: int) -> tuple[np.ndarray, list[dict[str, Any]], list[dict[str, str]]]:
+    """uint8 (N, size, size) grayscale images of ``rows``; rows whose image cannot be read are returned
+    separately with the reason (accounted for, never silently dropped)."""
+    from PIL import Image
+
+    images, ok, unreadable = [], [], []
+    for row in rows:
+        try:
+            image = Image.open(io.BytesIO(storage.read_bytes(row["image_uri"]))).convert("L")
+            if image.size != (size, size):
+                image = image.resize((size, size), Image.BILINEAR)
+            images.append(np.asarray(image, dtype=np.uint8))
+            ok.append(row)
+        except Exception as exc:  # unreadable or missing file: report it with the row
+            unreadable.append({"sample_id": row["sample_id"], "reason": f"{type(exc).__name__}: {exc}"[:200]})
+    return (np.stack(images) if images else np.zeros((0, size, size), np.uint8)), ok, unreadable
+
+
+def machine() -> str:
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+        names = [line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")]
+        cpu = names[0] if names else cpu
+    except OSError:
+        pass
+    return f"{cpu}, {os.cpu_count()} CPUs, {torch.get_num_threads()} torch threads, torch {torch.__version__}"
+
+
+def run(
+    cfg: DiffCXRConfig,
+    tracker: Tracker | None = None,
+    model: str | None = None,
+    inputs: dict[str, str] | None = None,
+    out_uri: str | None = None,
+    force: bool = False,
+) -> dict[str, Any]:
+    """The whole stage. Skipped when the manifest, the models and the eval config are unchanged."""
+    paths = {**default_inputs(cfg), **(inputs or {})}
+    model_ref = model or paths["model"]
+    folder = resolve_model(model_ref, tracker, cfg)
+    variants = {v.name: (v, resolve_model(v.model, tracker, cfg)) for v in cfg.eval.variants}
+    stage = StageDir(cfg.run_root, STAGE) if out_uri is None else None
+    out = out_uri or stage.uri
+    manifest_bytes = storage.read_bytes(paths["manifest"])
+    key = stage_key(cfg, manifest_bytes, {"model": _bundle_digest(folder),
+                                          **{n: _bundle_digest(f) for n, (_, f) in variants.items()}})  # fmt: skip
+    reused = stage.reuse(key) if stage and not force else None
+    if reused:
+        return reused
+    started = time.perf_counter()
+    table = manifest.parse(manifest_bytes, paths["manifest"])
+    all_rows = table.to_pylist()
+    rows = [r for r in all_rows if r["status"] == STATUS_KEPT and r.get("image_uri")]
+    size = cfg.data.image_size
+    train_rows = sorted((r for r in rows if r["split"] == "train"), key=lambda r: r["sample_id"])
+    test_rows = sorted((r for r in rows if r["split"] == "test"), key=lambda r: r["sample_id"])
+    if not test_rows:
+        raise DataError(f"manifest '{paths['manifest']}' has no kept test-split rows with images to evaluate against")
+    if not train_rows:
+        raise DataError(f"manifest '{paths['manifest']}' has no kept train-split rows with images")
+    policy = LabelPolicy.from_config(cfg.eval)
+    train_images, train_rows, unreadable_train = read_images(train_rows, size)
+    test_images, test_rows, unreadable_test = read_images(test_rows, size)
+    train_targets, test_targets = label_matrix(train_rows, policy), label_matrix(test_rows, policy)
+    eval_idx = np.arange(len(test_rows))[: cfg.eval.num_reports or len(test_rows)]
+    eval_rows = [test_rows[i] for i in eval_idx]
+    dataset = {
+        "manifest": paths["manifest"],
+        "manifest_sha256": hashlib.sha256(manifest_bytes).hexdigest()[:16],
+        "rows": len(all_rows),
+        "train_images": len(train_rows),
+        "test_images": len(test_rows),
+        "eval_reports": len(eval_rows),
+        "images_per_report": cfg.eval.images_per_report,
+        "not_used": {
+            "not kept or no image": len(all_rows) - len(rows),
+            "other splits": len(rows) - len(train_rows) - len(test_rows) - len(unreadable_train) - len(unreadable_test),
+        },  # fmt: skip
+        "unreadable": unreadable_train + unreadable_test,
+        "label_policy": policy.describe(),
+    }
+    init_ray(cfg)
+    work = Path(tempfile.mkdtemp(prefix="diffcxr-eval-"))
+    try:
+        # ---- the reference classifier
+        classifier = _classifier(cfg, out, key, train_images, train_targets, train_rows, policy)
+        test_probs, test_feats = classifier.run(test_images)
+        classifier_test = per_disease_auc(test_targets, test_probs)
+        eval_feats = test_feats[eval_idx]
+        rng = np.random.default_rng(cfg.project.seed)
+        floor_idx = rng.choice(len(train_rows), size=min(len(train_rows), len(eval_idx)), replace=False)
+        _, train_feats = classifier.run(train_images[floor_idx])
+        fid_floor = round(frechet_distance(train_feats, eval_feats), 4)
+        inception, ref_inception = _inception(cfg)
+        if inception is not None:
+            ref_inception = inception(test_images[eval_idx])
+
+        # ---- generation and metrics for the model and its variants
+        models = {"model": (None, folder)}
+        if cfg.eval.without_adapter and read_spec(folder).get("adapter"):
+            models["without adapter"] = (None, _without_adapter(folder, work / "without-adapter"))
+        models.update(variants)
+        items = requests(eval_rows, cfg.eval.images_per_report, cfg.project.seed)
+        image_targets = np.repeat(label_matrix(eval_rows, policy), cfg.eval.images_per_report, axis=0)
+        generated: dict[str, Generated] = {}
+        results_by_model: dict[str, dict[str, Any]] = {}
+        for name, (_, model_folder) in models.items():
+            gen = generate_with_ray(items, str(model_folder), storage.join(out, "generated", _slug(name)), cfg,
+                                    cfg.eval.steps, cfg.eval.guidance)  # fmt: skip
+            generated[name] = gen
+            metrics = image_metrics(classifier, gen.images, image_targets, eval_feats, inception, ref_inception)
+            metrics.update(seconds=round(gen.seconds, 2), images_per_second=round(gen.images_per_second, 3))
+            results_by_model[name] = metrics
+            log.info("eval %s: mAUC %s, domain FID %s", name, metrics["mAUC"], metrics["fid_domain"])
+        main = results_by_model["model"]
+        real_eval = {"n_images": len(eval_idx), "auc": per_disease_auc(test_targets[eval_idx], test_probs[eval_idx]),
+                     "fid_domain": 0.0}  # fmt: skip
+        real_eval["mAUC"] = real_eval["auc"]["mAUC"]
+
+        # ---- calibration controls
+        shuffled = image_targets[rng.permutation(len(image_targets))]
+        gen_probs, _ = classifier.run(generated["model"].images)
+        noise = rng.integers(0, 256, size=generated["model"].images.shape, dtype=np.uint8)
+        _, noise_feats = classifier.run(noise)
+        calibration = {
+            "classifier test mAUC (all real test images)": classifier_test["mAUC"],
+            "real held-out images as generated: mAUC": real_eval["mAUC"],
+            "domain FID floor (real train vs real test)": fid_floor,
+            "generated, report labels shuffled: mAUC": per_disease_auc(shuffled, gen_probs)["mAUC"],
+            "uniform noise as generated: domain FID": round(frechet_distance(noise_feats, eval_feats), 4),
+        }
+
+        # ---- compute and latency
+        compute = _compute(folder)
+        timing = latency(folder, eval_rows[0].get("report_text") or "", cfg.eval.latency_images, cfg.eval.steps,
+                         cfg.eval.guidance)  # fmt: skip
+
+        # ---- downstream (Table VI)
+        downstream_rows: list[dict[str, Any]] = []
+        if cfg.eval.downstream:
+            from services.eval.downstream import run_downstream
+
+            synth_items = requests(train_rows, 1, cfg.project.seed + 1)
+            synth = generate_with_ray(synth_items, str(folder), storage.join(out, "generated", "train-reports"), cfg,
+                                      cfg.eval.steps, cfg.eval.guidance)  # fmt: skip
+            downstream_rows = run_downstream(
+                cfg, (train_images, train_targets, [r["sample_id"] for r in train_rows]),
+                (synth.images, train_targets), (test_images, test_targets), work / "downstream",
+                storage.join(out, "ray"), key, policy.describe(),
+            )  # fmt: skip
+
+        # ---- tables, figures, report
+        spec = read_spec(folder)
+        lnfs, ava = cfg.filter.enabled, bool(cfg.text.squeeze_tokens)
+        ablation = []
+        for name, (variant, _) in models.items():
+            m = results_by_model[name]
+            flags = _flags(variant, name, lnfs, ava, bool(spec.get("adapter")))
+            ablation.append({"variant": name, **flags, "fid": m.get("fid_inception"), "fid_domain": m["fid_domain"],
+                             "mAUC": m["mAUC"]})  # fmt: skip
+        sets = {f"generated ({n})": results_by_model[n] for n in models}
+        sets["real test images (same reports)"] = real_eval
+        measured = {
+            "model": model_ref, "fid_inception": main.get("fid_inception"), "fid_domain": main["fid_domain"],
+            "fid_floor": fid_floor, "gflops": compute["gmacs_thop"], "seconds_per_image": timing["seconds_per_image"],
+            "images_per_second": main["images_per_second"],
+        }  # fmt: skip
+        built = {
+            "table_v": tables.table_v(sets, classifier.id),
+            "table_iv": tables.table_iv(measured, machine()),
+            "table_ii": tables.table_ii(ablation),
+        }
+        if downstream_rows:
+            built["table_vi"] = tables.table_vi(
+                [{k: v for k, v in r.items() if k not in ("real_only", "with_synthetic")} for r in downstream_rows],
+                OWN_KIND,
+            )
+        figures = {"auc": report.auc_chart(sets), "grid": _grid(eval_rows, generated["model"], test_images[eval_idx],
+                                                               cfg.eval.grid_per_disease)}  # fmt: skip
+        results = {
+            "model": model_ref,
+            "provenance": {
+                "model": _provenance(folder),
+                **{n: _provenance(f) for n, (_, f) in variants.items()},
+            },  # fmt: skip
+            "classifier": classifier.id,
+            "classifier_test": classifier_test,
+            "dataset": dataset,
+            "models": results_by_model,
+            "real_test_same_reports": real_eval,
+            "fid_floor": fid_floor,
+            "calibration": calibration,
+            "compute": compute,
+            "latency": timing,
+            "downstream": downstream_rows,
+            "machine": machine(),
+            "config": cfg.to_dict()["eval"],
+            "key": key,
+        }
+        html = report.render_html(results, built, figures)
+        outputs = _write(out, results, built, figures, html)
+        results["seconds"] = round(time.perf_counter() - started, 1)
+        if tracker is not None:
+            _track(tracker, cfg, results, out, figures, html, built)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    if stage:
+        stage.complete(key, outputs, {"summary": {"mAUC": main["mAUC"], "fid_domain": main["fid_domain"]}})
+    return {"skipped": False, **outputs, "summary": results, "key": key}
+
+
+def read_spec(folder: Path) -> dict[str, Any]:
+    from services.diffusion.parts import read_bundle_spec
+
+    return read_bundle_spec(folder)
+
+
+def _provenance(folder: Path) -> dict[str, Any]:
+    from services.diffusion.parts import provenance
+
+    return provenance(read_spec(folder))
+
+
+def _slug(name: str) -> str:
+    return "".join(c if c.isalnum() else "-" for c in name).strip("-") or "model"
+
+
+def _flags(variant: EvalVariant | None, name: str, lnfs: bool, ava: bool, dkim: bool) -> dict[str, bool]:
+    if variant is not None:
+        return {"lnfs": variant.lnfs, "ava_tls": variant.ava_tls, "dkim": variant.dkim}
+    return {"lnfs": lnfs, "ava_tls": ava, "dkim": dkim and name != "without adapter"}
+
+
+def _without_adapter(folder: Path, dest: Path) -> Path:
+    """The same bundle with its adapter removed: the U-ViT alone (the DKIM ablation at no training cost)."""
+    shutil.copytree(folder, dest, ignore=shutil.ignore_patterns("adapter"))
+    spec = json.loads((dest / "generator.json").read_text())
+    spec["adapter"] = None
+    (dest / "generator.json").write_text(json.dumps(spec, indent=2, sort_keys=True))
+    return dest
+
+
+def _classifier(
+    cfg: DiffCXRConfig,
+    out: str,
+    key: str,
+    images: np.ndarray,
+    targets: np.ndarray,
+    rows: list[dict[str, Any]],
+    policy: LabelPolicy,
+) -> ReferenceClassifier:
+    """xrv (verified weights), a given trained folder, or our DenseNet trained now (kept under out/classifier,
+    reused when its training data and settings are unchanged)."""
+    if cfg.eval.classifier != OWN_KIND or cfg.eval.classifier_weights:
+        return load_classifier(cfg.eval)
+    settings = {
+        "steps": cfg.eval.classifier_steps,
+        "lr": cfg.eval.classifier_lr,
+        "image_size": cfg.eval.classifier_image_size or cfg.data.image_size,
+        "seed": cfg.project.seed,
+    }
+    ident = data_id([r["sample_id"] for r in rows], policy.describe(), settings)
+    uri = storage.join(out, "classifier")
+    spec_uri = storage.join(uri, "classifier.json")
+    if storage.exists(spec_uri) and json.loads(storage.read_text(spec_uri)).get("train_data") == ident:
+        return OwnDenseNet.load(storage.get_folder(uri))
+    with tempfile.TemporaryDirectory() as tmp:
+        trained = train_classifier(cfg, images, targets, Path(tmp, "classifier"), storage.join(out, "ray"),
+                                   f"classifier-{content_key(ident)}", cfg.eval.classifier_steps, ident)  # fmt: skip
+        storage.put_folder(trained.folder, uri)
+        return OwnDenseNet.load(trained.folder)
+
+
+def _inception(cfg: DiffCXRConfig) -> tuple[InceptionFeatures | None, Any]:
+    if not cfg.eval.inception_fid:
+        return None, None
+    weights = find_inception_weights(cfg.eval)
+    if weights is None:
+        log.info("Inception FID skipped: no %s (set eval.inception_weights or eval.allow_download)", "weights")
+        return None, None
+    return InceptionFeatures(weights), None
+
+
+def _compute(folder: Path) -> dict[str, Any]:
+    from services.diffusion.flops import count
+    from services.diffusion.uvit import UViTConfig
+
+    spec = read_spec(folder)
+    adapter = bool(spec.get("adapter"))
+    counted = count(UViTConfig(**spec["uvit"]["config"]), adapter=adapter)
+    return {
+        "model": "uvit+adapter" if adapter else "uvit",
+        **{k: round(v, 3) for k, v in counted.items()},
+        "convention": "thop: Linear+Conv MACs (+ thop's norm count), batch 1, one forward, no CFG doubling",
+    }
+
+
+def _grid(rows: list[dict[str, Any]], gen: Generated, real: np.ndarray, per_disease: int) -> bytes:
+    by_id = {}
+    for i, sid in enumerate(gen.sample_ids):
+        by_id.setdefault(sid, []).append(gen.images[i])
+    real_by, gen_by = {}, {}
+    for disease in EVAL_DISEASES:
+        picks = [i for i, r in enumerate(rows) if r.get(disease) == 1][:per_disease]
+        real_by[disease] = [real[i] for i in picks]
+        gen_by[disease] = [by_id[rows[i]["sample_id"]][0] for i in picks if rows[i]["sample_id"] in by_id]
+    return report.disease_grid(real_by, gen_by, per_disease)
+
+
+def _write(
+    out: str, results: dict[str, Any], built: dict[str, Any], figures: dict[str, bytes], html: str
+) -> dict[str, str]:
+    outputs = {
+        "results": storage.join(out, "results.json"),
+        "tables": storage.join(out, "tables.json"),
+        "report": storage.join(out, "report.html"),
+    }
+    storage.write_text(outputs["results"], json.dumps(results, indent=2, default=str))
+    storage.write_text(outputs["tables"], json.dumps(built, indent=2, default=str))
+    for name, png in figures.items():
+        storage.write_bytes(storage.join(out, "figures", f"{name}.png"), png)
+    storage.write_text(outputs["report"], html)
+    return outputs
+
+
+def _track(
+    tracker: Tracker, cfg: DiffCXRConfig, results: dict[str, Any], out: str, figures: dict[str, bytes], html: str,
+    built: dict[str, Any],
+) -> None:  # fmt: skip
+    ident = results["classifier"]
+    tracker.log_params({
+        "eval": cfg.to_dict()["eval"], "eval.model": results["model"], "eval.classifier": ident["kind"],
+        "eval.classifier_sha256": ident.get("weights_sha256"), "eval.dataset": results["dataset"]["manifest"],
+        "eval.dataset_sha256": results["dataset"]["manifest_sha256"], "eval.key": results["key"],
+    })  # fmt: skip
+    main = results["models"]["model"]
+    metrics = {"eval.mAUC": main["mAUC"], "eval.fid_domain": main["fid_domain"], "eval.fid_floor": results["fid_floor"],
+               "eval.gflops": results["compute"]["gmacs_thop"],
+               "eval.seconds_per_image": results["latency"]["seconds_per_image"],
+               "eval.images_per_second": main["images_per_second"],
+               "eval.classifier_test_mAUC": results["classifier_test"]["mAUC"]}  # fmt: skip
+    if main.get("fid_inception") is not None:
+        metrics["eval.fid_inception"] = main["fid_inception"]
+    for disease, entry in main["auc"]["per_disease"].items():
+        if entry["auc"] is not None:
+            metrics[f"eval.auc.{_slug(disease)}"] = entry["auc"]
+    for name, m in results["models"].items():
+        if name != "model":
+            metrics[f"eval.{_slug(name)}.mAUC"] = m["mAUC"]
+            metrics[f"eval.{_slug(name)}.fid_domain"] = m["fid_domain"]
+    for row in results["downstream"]:
+        tag = f"{row['real_fraction'] * 100:g}pct"
+        for kind in ("real_only", "with_synthetic"):
+            if row[f"mAUC_{kind}"] is not None:
+                metrics[f"eval.downstream.{tag}.{kind}.mAUC"] = row[f"mAUC_{kind}"]
+    tracker.log_metrics({k: v for k, v in metrics.items() if v is not None})
+    with tempfile.TemporaryDirectory() as tmp:
+        Path(tmp, "report.html").write_text(html)
+        tracker.log_artifact(str(Path(tmp, "report.html")), "eval")
+        for name, png in figures.items():
+            Path(tmp, f"{name}.png").write_bytes(png)
+            tracker.log_artifact(str(Path(tmp, f"{name}.png")), "eval/figures")
+    tracker.log_dict(built, "eval/tables.json")
+    tracker.log_dict(results, "eval/results.json")
