@@ -338,6 +338,9 @@ class EvalConfig(Section):
         names = [v.name for v in self.variants]
         if len(set(names)) != len(names):
             raise ValueError(f"variants: names must be unique, got {names}")
+        reserved = {"model", "without adapter"} & set(names)
+        if reserved:
+            raise ValueError(f"variants: {sorted(reserved)} name the evaluated model's own rows; choose another name")
         return self
 
 

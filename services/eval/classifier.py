@@ -174,10 +174,19 @@ def find_xrv_weights(eval_cfg: Any) -> Path:
 
 
 def load_xrv(eval_cfg: Any) -> XRVDenseNet:
+    """torchxrayvision's DenseNet with the verified release weights (loaded here, whatever the file's name,
+    so torchxrayvision never reaches for the network)."""
     import torchxrayvision as xrv
 
     path = find_xrv_weights(eval_cfg)
-    net = xrv.models.DenseNet(weights=XRV_WEIGHTS, cache_dir=str(path.parent))
+    saved = torch.load(path, map_location="cpu", weights_only=False)  # the release file is a pickled module
+    for module in saved.modules() if hasattr(saved, "modules") else ():
+        if not hasattr(module, "_non_persistent_buffers_set"):  # pickled by an old torch (pytorch#42242)
+            module._non_persistent_buffers_set = set()
+    labels = xrv.models.model_urls[XRV_WEIGHTS]["labels"]
+    net = xrv.models.DenseNet(num_classes=len(labels))
+    net.load_state_dict(saved.state_dict() if hasattr(saved, "state_dict") else saved)
+    net.pathologies = labels
     return XRVDenseNet(net, {"kind": f"xrv-{XRV_WEIGHTS}", "weights_sha256": XRV_SHA256, "file": path.name})
 
 

@@ -67,6 +67,7 @@ def train_loop(config: dict[str, Any]) -> None:
         step, history = state["step"], state["history"]
     ddp = ray.train.torch.prepare_model(model)
     ddp.train()
+    device = ray.train.torch.get_device()
     every = max(1, steps // 3)
     started = time.perf_counter()
     while step < steps:
@@ -74,7 +75,7 @@ def train_loop(config: dict[str, Any]) -> None:
         idx = torch.randint(len(x_all), (per_worker,), generator=gen)
         x = own_preprocess(x_all[idx.numpy()], size)
         x = x * (0.9 + 0.2 * torch.rand(len(idx), 1, 1, 1, generator=gen))  # mild exposure jitter
-        y = y_all[idx]
+        x, y = x.to(device), y_all[idx].to(device)
         known = ~torch.isnan(y)
         loss_all = F.binary_cross_entropy_with_logits(ddp(x), torch.nan_to_num(y), reduction="none")
         loss = (loss_all * known).sum() / known.sum().clamp(min=1)

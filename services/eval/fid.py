@@ -73,23 +73,23 @@ class InceptionFeatures:
     """pytorch-fid's FID Inception-v3 (2048-d pool features) loaded from a verified local file."""
 
     def __init__(self, weights: Path) -> None:
+        import shutil
+        import tempfile
+
         import torch
         from pytorch_fid import inception as fid_inception
 
         previous = torch.hub.get_dir()
-        # pytorch-fid reads the file through torch hub's cache; point the cache at the verified file's folder
-        hub = weights.parent.parent if weights.parent.name == "checkpoints" else None
-        if hub is None:
-            import tempfile
-
-            hub = Path(tempfile.mkdtemp(prefix="diffcxr-hub-"))
-            (hub / "checkpoints").mkdir()
-            (hub / "checkpoints" / INCEPTION_FILE).symlink_to(weights.resolve())
+        # pytorch-fid reads the file through torch hub's cache: a temporary cache holding a link to the verified file
+        hub = Path(tempfile.mkdtemp(prefix="diffcxr-hub-"))
+        (hub / "checkpoints").mkdir()
+        (hub / "checkpoints" / INCEPTION_FILE).symlink_to(weights.resolve())
         torch.hub.set_dir(str(hub))
         try:
             self.net = fid_inception.InceptionV3([fid_inception.InceptionV3.BLOCK_INDEX_BY_DIM[2048]]).eval()
         finally:
             torch.hub.set_dir(previous)
+            shutil.rmtree(hub, ignore_errors=True)
 
     def __call__(self, images: np.ndarray, batch_size: int = 32) -> np.ndarray:
         import torch

@@ -5,7 +5,8 @@ sample id and the repeat index (:func:`eval_seed`), so an image does not
 depend on which actor or batch produced it, and re-running the evaluation
 reproduces it. The job writes Parquet shards (sample id, repeat, seed, disease
 sentence, raw 8-bit pixels — not image files, so nothing unmarked leaves the
-service) and reports its wall time, from which images/s is computed.
+service; every row carries ``synthetic = true``) and reports its wall time, from which images/s is
+computed. Actors load the bundle from a URI (local path or ``s3://``) so the pool can span nodes.
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ class GenerateActor:
             "disease_sentence": np.array([i.disease_sentence for i in images], dtype=object),
             "pixels": np.array([i.pixels.tobytes() for i in images], dtype=object),
             "size": np.array([i.pixels.shape[0] for i in images], dtype=np.int32),
+            "synthetic": np.ones(len(images), dtype=bool),  # generated pixels are marked wherever they are stored
         }
 
 

@@ -23,17 +23,21 @@ def image_metrics(
     reference_features: np.ndarray,
     inception: InceptionFeatures | None = None,
     reference_inception: np.ndarray | None = None,
+    fid_index: np.ndarray | None = None,
 ) -> dict[str, Any]:
-    """AUC per disease + mAUC, domain FID to the reference (real test) features, and Inception FID when
-    its features are given. ``targets`` (N, 11), NaN = excluded."""
+    """AUC per disease + mAUC over all ``images``, domain FID to the reference (real test) features, and
+    Inception FID when its features are given. ``targets`` (N, 11), NaN = excluded. ``fid_index`` picks the
+    images the FIDs use (one per report, so that both sets have the same size: FID is biased by size)."""
     probs, features = classifier.run(images)
+    pick = np.arange(len(images)) if fid_index is None else fid_index
     out: dict[str, Any] = {
         "n_images": int(len(images)),
         "auc": per_disease_auc(targets, probs),
-        "fid_domain": round(frechet_distance(features, reference_features), 4),
+        "fid_domain": round(frechet_distance(features[pick], reference_features), 4),
+        "fid_images": int(len(pick)),
         "fid_reference_images": int(len(reference_features)),
     }
     out["mAUC"] = out["auc"]["mAUC"]
     if inception is not None and reference_inception is not None:
-        out["fid_inception"] = round(frechet_distance(inception(images), reference_inception), 4)
+        out["fid_inception"] = round(frechet_distance(inception(images[pick]), reference_inception), 4)
     return out

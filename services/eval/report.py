@@ -144,9 +144,10 @@ def render_html(results: dict[str, Any], tables: dict[str, dict[str, Any]], figu
         "<h2>Per-disease AUC</h2>",
         _img(figures["auc"], "per-disease AUC"),
         "<h2>Evaluator calibration</h2><table><tbody>" + cal_rows + "</tbody></table>",
-        "<ul class='notes'><li>real held-out images scored as if generated should give the classifier's own test "
-        "mAUC and a domain FID near the real-vs-real floor; shuffled report labels give mAUC ≈ 0.5; noise gives a "
-        "large FID.</li></ul>",
+        "<ul class='notes'><li>Real held-out images scored as if generated should give the classifier's own test "
+        "mAUC; the floor is the domain FID between two real sets (train, test) of the sizes shown; generated images "
+        "scored against shuffled report labels should give mAUC ≈ 0.5; noise should give a FID far above the "
+        "floor. FIDs compare one image per report with the real images of the same reports.</li></ul>",
     ]
     for key in ("table_v", "table_iv", "table_ii", "table_vi"):
         if key in tables:

@@ -79,7 +79,11 @@ def _bundle_digest(folder: Path) -> str:
 def stage_key(cfg: DiffCXRConfig, manifest_bytes: bytes, model_digests: dict[str, str]) -> str:
     config = cfg.to_dict()
     digest = hashlib.sha256(manifest_bytes).hexdigest()[:16]
-    return content_key(STAGE, config["eval"], config["data"]["image_size"], cfg.project.seed, digest, model_digests)
+    flags = {"lnfs": cfg.filter.enabled, "ava_tls": bool(cfg.text.squeeze_tokens)}  # Table II's flags of --model
+    return content_key(
+        STAGE, config["eval"], config["data"]["image_size"], config["ray"]["num_workers"], cfg.project.seed, digest,
+        model_digests, flags,
+    )  # fmt: skip
 
 
 def read_images(rows: list[dict[str, Any]], size: int) -> tuple[np.ndarray, list[dict[str, Any]], list[dict[str, str]]]:
@@ -150,6 +154,13 @@ def run(
     test_images, test_rows, unreadable_test = read_images(test_rows, size)
     train_targets, test_targets = label_matrix(train_rows, policy), label_matrix(test_rows, policy)
     eval_idx = np.arange(len(test_rows))[: cfg.eval.num_reports or len(test_rows)]
+    if len(eval_idx) < 2 or len(train_rows) < 2:
+        unreadable = unreadable_train + unreadable_test
+        raise DataError(
+            f"manifest '{paths['manifest']}': {len(eval_idx)} readable test and {len(train_rows)} readable train "
+            f"images; the evaluation needs at least 2 of each (FID compares sets)"
+            + (f"; unreadable: {unreadable[:3]}" if unreadable else "")
+        )
     eval_rows = [test_rows[i] for i in eval_idx]
     dataset = {
         "manifest": paths["manifest"],
@@ -170,7 +181,8 @@ def run(
     work = Path(tempfile.mkdtemp(prefix="diffcxr-eval-"))
     try:
         # ---- the reference classifier
-        classifier = _classifier(cfg, out, key, train_images, train_targets, train_rows, policy)
+        classifier = _classifier(cfg, out, work, dataset["manifest_sha256"], train_images, train_targets, train_rows,
+                                 policy)  # fmt: skip
         test_probs, test_feats = classifier.run(test_images)
         classifier_test = per_disease_auc(test_targets, test_probs)
         eval_feats = test_feats[eval_idx]
@@ -178,41 +190,48 @@ def run(
         floor_idx = rng.choice(len(train_rows), size=min(len(train_rows), len(eval_idx)), replace=False)
         _, train_feats = classifier.run(train_images[floor_idx])
         fid_floor = round(frechet_distance(train_feats, eval_feats), 4)
+        fid_floor_sizes = [len(floor_idx), len(eval_idx)]
         inception, ref_inception = _inception(cfg)
         if inception is not None:
             ref_inception = inception(test_images[eval_idx])
 
         # ---- generation and metrics for the model and its variants
-        models = {"model": (None, folder)}
+        models: dict[str, tuple[EvalVariant | None, Path]] = {"model": (None, folder)}
+        job_uris = {"model": _job_uri(model_ref, folder, out, "model")}
         if cfg.eval.without_adapter and read_spec(folder).get("adapter"):
-            models["without adapter"] = (None, _without_adapter(folder, work / "without-adapter"))
+            bare = _without_adapter(folder, out, work)
+            models["without adapter"] = (None, bare[0])
+            job_uris["without adapter"] = bare[1]
         models.update(variants)
+        job_uris.update({n: _job_uri(v.model, f, out, n) for n, (v, f) in variants.items()})
         items = requests(eval_rows, cfg.eval.images_per_report, cfg.project.seed)
         image_targets = np.repeat(label_matrix(eval_rows, policy), cfg.eval.images_per_report, axis=0)
         generated: dict[str, Generated] = {}
         results_by_model: dict[str, dict[str, Any]] = {}
-        for name, (_, model_folder) in models.items():
-            gen = generate_with_ray(items, str(model_folder), storage.join(out, "generated", _slug(name)), cfg,
+        for name in models:
+            gen = generate_with_ray(items, job_uris[name], storage.join(out, "generated", _slug(name)), cfg,
                                     cfg.eval.steps, cfg.eval.guidance)  # fmt: skip
             generated[name] = gen
-            metrics = image_metrics(classifier, gen.images, image_targets, eval_feats, inception, ref_inception)
+            first = np.array([i for i, r in enumerate(gen.repeats) if r == 0])  # FID at equal set sizes
+            metrics = image_metrics(classifier, gen.images, image_targets, eval_feats, inception, ref_inception, first)
             metrics.update(seconds=round(gen.seconds, 2), images_per_second=round(gen.images_per_second, 3))
             results_by_model[name] = metrics
             log.info("eval %s: mAUC %s, domain FID %s", name, metrics["mAUC"], metrics["fid_domain"])
         main = results_by_model["model"]
         real_eval = {"n_images": len(eval_idx), "auc": per_disease_auc(test_targets[eval_idx], test_probs[eval_idx]),
-                     "fid_domain": 0.0}  # fmt: skip
+                     "fid_domain": None}  # fmt: skip
         real_eval["mAUC"] = real_eval["auc"]["mAUC"]
 
         # ---- calibration controls
         shuffled = image_targets[rng.permutation(len(image_targets))]
         gen_probs, _ = classifier.run(generated["model"].images)
-        noise = rng.integers(0, 256, size=generated["model"].images.shape, dtype=np.uint8)
+        noise = rng.integers(0, 256, size=(len(eval_idx), *generated["model"].images.shape[1:]), dtype=np.uint8)
         _, noise_feats = classifier.run(noise)
         calibration = {
             "classifier test mAUC (all real test images)": classifier_test["mAUC"],
             "real held-out images as generated: mAUC": real_eval["mAUC"],
             "domain FID floor (real train vs real test)": fid_floor,
+            "domain FID floor set sizes (train, test)": fid_floor_sizes,
             "generated, report labels shuffled: mAUC": per_disease_auc(shuffled, gen_probs)["mAUC"],
             "uniform noise as generated: domain FID": round(frechet_distance(noise_feats, eval_feats), 4),
         }
@@ -228,11 +247,11 @@ def run(
             from services.eval.downstream import run_downstream
 
             synth_items = requests(train_rows, 1, cfg.project.seed + 1)
-            synth = generate_with_ray(synth_items, str(folder), storage.join(out, "generated", "train-reports"), cfg,
-                                      cfg.eval.steps, cfg.eval.guidance)  # fmt: skip
+            synth = generate_with_ray(synth_items, job_uris["model"], storage.join(out, "generated", "train-reports"),
+                                      cfg, cfg.eval.steps, cfg.eval.guidance)  # fmt: skip
             downstream_rows = run_downstream(
                 cfg, (train_images, train_targets, [r["sample_id"] for r in train_rows]),
-                (synth.images, train_targets), (test_images, test_targets), work / "downstream",
+                (_fit_size(synth.images, size), train_targets), (test_images, test_targets), work / "downstream",
                 storage.join(out, "ray"), key, policy.describe(),
             )  # fmt: skip
 
@@ -276,6 +295,7 @@ def run(
             "models": results_by_model,
             "real_test_same_reports": real_eval,
             "fid_floor": fid_floor,
+            "fid_floor_sizes": fid_floor_sizes,
             "calibration": calibration,
             "compute": compute,
             "latency": timing,
@@ -318,19 +338,43 @@ def _flags(variant: EvalVariant | None, name: str, lnfs: bool, ava: bool, dkim: 
     return {"lnfs": lnfs, "ava_tls": ava, "dkim": dkim and name != "without adapter"}
 
 
-def _without_adapter(folder: Path, dest: Path) -> Path:
-    """The same bundle with its adapter removed: the U-ViT alone (the DKIM ablation at no training cost)."""
+def _without_adapter(folder: Path, out: str, work: Path) -> tuple[Path, str]:
+    """The same bundle with its adapter removed: the U-ViT alone (the DKIM ablation at no training cost).
+    Written under ``out/bundles/`` so that generation actors on any node can read it: (local folder, URI)."""
+    uri = storage.join(out, "bundles", "without-adapter")
+    here = storage.local_path(uri)
+    dest = here if here is not None else work / "without-adapter"
+    if dest.exists():
+        shutil.rmtree(dest)
     shutil.copytree(folder, dest, ignore=shutil.ignore_patterns("adapter"))
     spec = json.loads((dest / "generator.json").read_text())
     spec["adapter"] = None
     (dest / "generator.json").write_text(json.dumps(spec, indent=2, sort_keys=True))
-    return dest
+    return dest, storage.put_folder(dest, uri)
+
+
+def _job_uri(ref: str, folder: Path, out: str, name: str) -> str:
+    """A URI every node of the cluster can read: the given folder/URI itself, or, for a registry model, a
+    copy under ``out/bundles/`` (the driver's download folder is private to this machine)."""
+    if not ref.startswith("models:/"):
+        return ref
+    return storage.put_folder(folder, storage.join(out, "bundles", _slug(name)))
+
+
+def _fit_size(images: np.ndarray, size: int) -> np.ndarray:
+    """Images resized to size × size (a generator trained at another resolution than the real images)."""
+    if images.shape[1:] == (size, size):
+        return images
+    from PIL import Image
+
+    return np.stack([np.asarray(Image.fromarray(i).resize((size, size), Image.BILINEAR)) for i in images])
 
 
 def _classifier(
     cfg: DiffCXRConfig,
     out: str,
-    key: str,
+    work: Path,
+    manifest_digest: str,
     images: np.ndarray,
     targets: np.ndarray,
     rows: list[dict[str, Any]],
@@ -343,14 +387,19 @@ def _classifier(
     settings = {
         "steps": cfg.eval.classifier_steps,
         "lr": cfg.eval.classifier_lr,
+        "batch_size": cfg.eval.classifier_batch_size,
         "image_size": cfg.eval.classifier_image_size or cfg.data.image_size,
+        "data_image_size": cfg.data.image_size,
+        "workers": cfg.ray.num_workers,
+        "cpus": cfg.eval.classifier_cpus or cfg.ray.cpus_per_worker,
         "seed": cfg.project.seed,
+        "manifest_sha256": manifest_digest,
     }
     ident = data_id([r["sample_id"] for r in rows], policy.describe(), settings)
     uri = storage.join(out, "classifier")
     spec_uri = storage.join(uri, "classifier.json")
     if storage.exists(spec_uri) and json.loads(storage.read_text(spec_uri)).get("train_data") == ident:
-        return OwnDenseNet.load(storage.get_folder(uri))
+        return OwnDenseNet.load(storage.get_folder(uri, work / "classifier"))
     with tempfile.TemporaryDirectory() as tmp:
         trained = train_classifier(cfg, images, targets, Path(tmp, "classifier"), storage.join(out, "ray"),
                                    f"classifier-{content_key(ident)}", cfg.eval.classifier_steps, ident)  # fmt: skip
