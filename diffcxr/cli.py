@@ -11,7 +11,6 @@ import argparse
 import json
 import logging
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,9 +18,6 @@ from diffcxr import __version__
 from diffcxr.errors import DiffCXRError
 
 log = logging.getLogger("diffcxr")
-
-#: Stages whose services are still being built, with the issue that builds them.
-PLANNED_STAGES: dict[str, tuple[str, str]] = {}
 
 
 def _print_json(data: Any) -> None:
@@ -451,15 +447,6 @@ def cmd_pipeline_run(args: argparse.Namespace) -> int:
     return full_pipeline.main(forwarded)
 
 
-def _planned(stage: str) -> Callable[[argparse.Namespace], int]:
-    def run(args: argparse.Namespace) -> int:
-        what, issue = PLANNED_STAGES[stage]
-        print(f"error: the '{stage}' stage ({what}) is not built yet; it is tracked in issue {issue}.", file=sys.stderr)
-        return 2
-
-    return run
-
-
 # ----------------------------------------------------------------------------- parser
 
 
@@ -737,14 +724,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--track", action="store_true", help="log metrics, tables and the report to MLflow")
     _add_config_args(p)
     p.set_defaults(func=cmd_eval)
-
-    for stage, (what, issue) in PLANNED_STAGES.items():
-        g = groups.add_parser(
-            stage,
-            help=f"{what} [not built yet: {issue}]",
-            description=f"{what}. Not built yet: tracked in issue {issue}.",
-        )
-        g.set_defaults(func=_planned(stage))
 
     g = groups.add_parser("storage", help="list and copy files by URI (local path or s3://)")
     sub = g.add_subparsers(dest="command", required=True, metavar="COMMAND")

@@ -1,5 +1,5 @@
-"""Eval service: FID, per-disease AUC, compute and latency.
+"""Eval service: the paper's measurements of a generator (per-disease AUC and mAUC with a reference
+classifier, domain and Inception FID, GFLOPs, latency), Tables II/IV/V/VI and an HTML report.
 
-Not built yet: tracked in issue #9. The CLI group `diffcxr eval` and the pipeline
-stage of the same name say so instead of pretending to run.
+Entry points: ``diffcxr eval`` and the pipeline's ``eval`` stage (:mod:`services.eval.stage`).
 """
