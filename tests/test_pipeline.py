@@ -45,6 +45,7 @@ def _cfg(run_root: str, tracking: str, experiment: str, *extra: str):
             f"tracking.uri={tracking}",
             f"tracking.experiment={experiment}",
             "data.max_reports=20",
+            "data.split_fractions=[0.45,0.05,0.5]",  # 8 test reports with images: FID compares sets
             *TEXT_QUICK,
             *DIFFUSION_QUICK,
             *EVAL_QUICK,
