@@ -94,7 +94,7 @@ def _cell(value: Any) -> str:
     if isinstance(value, bool):
         return "✓" if value else "·"
     if isinstance(value, float):
-        return f"{value:.4g}"
+        return f"{value:.5g}"
     return html.escape(str(value))
 
 
