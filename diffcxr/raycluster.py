@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from typing import Any
 
 from diffcxr.config import DiffCXRConfig
 
@@ -47,3 +48,20 @@ def check_pool_leaves_room(cfg: DiffCXRConfig, needed: float = 0.25) -> None:
             f"ray.data_pool_size × ray.data_cpus_per_actor = {pool:g} CPUs leaves less than {needed:g} of this "
             f"cluster's {total:g} CPUs for the tasks that feed the pool; lower one of them"
         )
+
+
+def map_with_actor_pool(ds: Any, actor_cls: type, kwargs: dict[str, Any], cfg: DiffCXRConfig, batch_size: int) -> Any:
+    """``ds.map_batches(actor_cls)`` on the configured actor pool: ``ray.data_pool_size`` actors of
+    ``ray.data_cpus_per_actor`` CPUs, each built once with ``kwargs`` plus ``threads`` (its torch threads),
+    so a model is loaded once per actor, not per batch. Refuses a pool that would starve its feeders."""
+    import ray.data
+
+    check_pool_leaves_room(cfg)
+    return ds.map_batches(
+        actor_cls,
+        fn_constructor_kwargs={**kwargs, "threads": max(1, int(cfg.ray.data_cpus_per_actor))},
+        compute=ray.data.ActorPoolStrategy(size=cfg.ray.data_pool_size),
+        num_cpus=cfg.ray.data_cpus_per_actor,
+        batch_size=batch_size,
+        batch_format="numpy",
+    )

@@ -87,25 +87,13 @@ def generate_with_ray(
     import pyarrow.parquet as pq
     import ray.data
 
-    from diffcxr.raycluster import check_pool_leaves_room
+    from diffcxr.raycluster import map_with_actor_pool
 
-    check_pool_leaves_room(cfg)
     batch = cfg.eval.batch_size
     started = time.perf_counter()
     ds = ray.data.from_items(items, override_num_blocks=max(1, min(64, len(items) // batch)))
-    ds = ds.map_batches(
-        GenerateActor,
-        fn_constructor_kwargs={
-            "bundle_uri": bundle_uri,
-            "steps": steps,
-            "guidance": guidance,
-            "threads": max(1, int(cfg.ray.data_cpus_per_actor)),
-        },  # fmt: skip
-        compute=ray.data.ActorPoolStrategy(size=cfg.ray.data_pool_size),
-        num_cpus=cfg.ray.data_cpus_per_actor,
-        batch_size=batch,
-        batch_format="numpy",
-    )
+    kwargs = {"bundle_uri": bundle_uri, "steps": steps, "guidance": guidance}
+    ds = map_with_actor_pool(ds, GenerateActor, kwargs, cfg, batch)
     fs, path = storage.resolve(out_uri)
     storage.delete(out_uri)
     ds.write_parquet(path, filesystem=fs)

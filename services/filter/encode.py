@@ -19,7 +19,7 @@ import pyarrow.parquet as pq
 
 from diffcxr import storage
 from diffcxr.config import AutoencoderConfig, DiffCXRConfig
-from diffcxr.raycluster import check_pool_leaves_room, init_ray
+from diffcxr.raycluster import init_ray, map_with_actor_pool
 from services.filter.decode import UnreadableImage, decode_image
 
 
@@ -81,7 +81,6 @@ def encode_with_ray(rows: list[dict[str, Any]], cfg: DiffCXRConfig, out_uri: str
     import ray
 
     size = cfg.data.image_size
-    check_pool_leaves_room(cfg)
     started = time.perf_counter()
     blocks = max(2, min(64, len(rows) // max(1, cfg.filter.encode_batch_size)))
     ds = ray.data.from_items(
@@ -94,17 +93,8 @@ def encode_with_ray(rows: list[dict[str, Any]], cfg: DiffCXRConfig, out_uri: str
         batch_format="numpy",
         num_cpus=0.25,
     )
-    ds = ds.map_batches(
-        EncodeActor,
-        fn_constructor_kwargs={
-            "autoencoder": cfg.autoencoder.model_dump(mode="json"),
-            "threads": max(1, int(cfg.ray.data_cpus_per_actor)),
-        },
-        compute=ray.data.ActorPoolStrategy(size=cfg.ray.data_pool_size),
-        num_cpus=cfg.ray.data_cpus_per_actor,
-        batch_size=cfg.filter.encode_batch_size,
-        batch_format="numpy",
-    )
+    autoencoder = {"autoencoder": cfg.autoencoder.model_dump(mode="json")}
+    ds = map_with_actor_pool(ds, EncodeActor, autoencoder, cfg, cfg.filter.encode_batch_size)
     fs, path = storage.resolve(out_uri)
     storage.delete(out_uri)
     ds.write_parquet(path, filesystem=fs)

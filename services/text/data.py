@@ -17,7 +17,7 @@ import numpy as np
 from diffcxr import storage
 from diffcxr.config import DiffCXRConfig
 from diffcxr.errors import DataError
-from diffcxr.raycluster import check_pool_leaves_room
+from diffcxr.raycluster import map_with_actor_pool
 from services.filter.encode import read_and_decode
 
 #: Materialise the prepared training set when it is smaller than this.
@@ -102,15 +102,7 @@ def training_dataset(rows: list[dict[str, Any]], cfg: DiffCXRConfig, bundle_uri:
     )
     frozen = text_is_frozen(cfg.text.train_parts)
     if frozen:
-        check_pool_leaves_room(cfg)
-        ds = ds.map_batches(
-            TokenStateActor,
-            fn_constructor_kwargs={"bundle_uri": bundle_uri, "threads": max(1, int(cfg.ray.data_cpus_per_actor))},
-            compute=ray.data.ActorPoolStrategy(size=cfg.ray.data_pool_size),
-            num_cpus=cfg.ray.data_cpus_per_actor,
-            batch_size=cfg.text.embed_batch_size,
-            batch_format="numpy",
-        )
+        ds = map_with_actor_pool(ds, TokenStateActor, {"bundle_uri": bundle_uri}, cfg, cfg.text.embed_batch_size)
         per_row = cfg.data.image_size**2 + 2 * cfg.text.hidden_dim * (cfg.text.context_length + 1)
     else:
         ds = ds.map_batches(

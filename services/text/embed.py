@@ -80,19 +80,11 @@ def embed_with_ray(items: list[dict[str, Any]], bundle_uri: str, out_uri: str, b
     """Write embeddings of ``items`` (each has ``text`` plus id columns) as Parquet shards at ``out_uri``."""
     import ray
 
-    from diffcxr.raycluster import check_pool_leaves_room
+    from diffcxr.raycluster import map_with_actor_pool
 
-    check_pool_leaves_room(cfg)  # the Parquet write tasks need CPU too
     blocks = max(1, min(64, len(items) // max(1, batch_size)))
     ds = ray.data.from_items(items, override_num_blocks=blocks)
-    ds = ds.map_batches(
-        EmbedActor,
-        fn_constructor_kwargs={"bundle_uri": bundle_uri, "threads": max(1, int(cfg.ray.data_cpus_per_actor))},
-        compute=ray.data.ActorPoolStrategy(size=cfg.ray.data_pool_size),
-        num_cpus=cfg.ray.data_cpus_per_actor,
-        batch_size=batch_size,
-        batch_format="numpy",
-    )
+    ds = map_with_actor_pool(ds, EmbedActor, {"bundle_uri": bundle_uri}, cfg, batch_size)
     fs, path = storage.resolve(out_uri)
     storage.delete(out_uri)
     ds.write_parquet(path, filesystem=fs)
