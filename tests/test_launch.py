@@ -32,7 +32,7 @@ def test_launch_submits_the_pipeline_as_a_ray_job(tmp_path: Path) -> None:
             "--set",
             f"project.run_root={runs}",
             "--set",
-            "data.max_reports=15",
+            "data.max_reports=20",
             *[
                 arg
                 for item in (
@@ -47,6 +47,11 @@ def test_launch_submits_the_pipeline_as_a_ray_job(tmp_path: Path) -> None:
                     "adapter.batch_size=8",
                     "adapter.checkpoint_every=2",
                     "sampling.steps=2",
+                    "data.split_fractions=[0.45,0.05,0.5]",  # enough test reports for the eval stage
+                    "eval.classifier_steps=2",
+                    "eval.classifier_batch_size=8",
+                    "eval.downstream=false",
+                    "eval.latency_images=1",
                 )
                 for arg in ("--set", item)
             ],
@@ -60,11 +65,12 @@ def test_launch_submits_the_pipeline_as_a_ray_job(tmp_path: Path) -> None:
     out = res.stdout + res.stderr
     assert "[1/6] data: done" in out and "job status: succeeded" in out
     table = manifest.read(str(runs / "data" / "manifest.parquet"))
-    assert len(set(table.column("report_id").to_pylist())) == 15
+    assert len(set(table.column("report_id").to_pylist())) == 20
     client = MlflowClient(f"sqlite:///{state / 'mlflow.db'}")
     exp = client.get_experiment_by_name("diffcxr")
     stages = {r.data.tags.get("diffcxr.stage") for r in client.search_runs([exp.experiment_id])}
-    assert {"pipeline", "data", "filter", "text", "diffusion"} <= stages
+    assert {"pipeline", "data", "filter", "text", "diffusion", "eval"} <= stages
+    assert "[5/6] eval: done" in out and (runs / "eval" / "report.html").is_file()
     assert "[4/6] diffusion: done" in out and (runs / "diffusion" / "generator" / "generator.json").is_file()
     assert "[3/6] text: done" in out and (runs / "text" / "embeddings" / "embeddings.json").is_file()
     # everything the launcher started is stopped again
