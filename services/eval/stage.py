@@ -365,7 +365,8 @@ def _job_uri(ref: str, folder: Path, out: str, name: str) -> str:
     """A URI every node of the cluster can read: the given folder/URI itself, or, for a registry model, a
     copy under ``out/bundles/`` (the driver's download folder is private to this machine)."""
     if not ref.startswith("models:/"):
-        return ref
+        here = storage.local_path(ref)  # actors may not share the driver's working directory
+        return str(here.resolve()) if here is not None else ref
     return storage.put_folder(folder, storage.join(out, "bundles", _slug(name)))
 
 
