@@ -49,6 +49,7 @@ apply_defaults()
 
 import torch  # noqa: E402
 
+from diffcxr.machine import cpu_model  # noqa: E402
 from services.diffusion.flops import (  # noqa: E402
     PAPER_ADAPTER_GFLOPS,
     PAPER_GFLOPS,
@@ -115,16 +116,6 @@ ROENTGEN_ROW = "SD2-style UNet 4x32x32 @77x1024 (RoentGen)"
 TAEF2_ADAPTER_ROW = "U-ViT + adapter TAEF2 32x32x32 @77 tok"
 #: Table III as printed for 32 tokens (PAPER_GFLOPS holds the text's 16.705).
 PAPER_TABLE_III_32 = 16.075
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def machine_info() -> dict[str, Any]:

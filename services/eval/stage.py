@@ -23,7 +23,6 @@ import io
 import json
 import logging
 import os
-import platform
 import shutil
 import tempfile
 import time
@@ -107,14 +106,9 @@ def read_images(rows: list[dict[str, Any]], size: int) -> tuple[np.ndarray, list
 def machine() -> str:
     import torch
 
-    cpu = platform.processor() or platform.machine()
-    try:
-        lines = Path("/proc/cpuinfo").read_text().splitlines()
-        names = [line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")]
-        cpu = names[0] if names else cpu
-    except OSError:
-        pass
-    return f"{cpu}, {os.cpu_count()} CPUs, {torch.get_num_threads()} torch threads, torch {torch.__version__}"
+    from diffcxr.machine import cpu_model
+
+    return f"{cpu_model()}, {os.cpu_count()} CPUs, {torch.get_num_threads()} torch threads, torch {torch.__version__}"
 
 
 def run(
