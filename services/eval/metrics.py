@@ -24,11 +24,13 @@ def image_metrics(
     inception: InceptionFeatures | None = None,
     reference_inception: np.ndarray | None = None,
     fid_index: np.ndarray | None = None,
+    scores: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> dict[str, Any]:
     """AUC per disease + mAUC over all ``images``, domain FID to the reference (real test) features, and
     Inception FID when its features are given. ``targets`` (N, 11), NaN = excluded. ``fid_index`` picks the
-    images the FIDs use (one per report, so that both sets have the same size: FID is biased by size)."""
-    probs, features = classifier.run(images)
+    images the FIDs use (one per report, so that both sets have the same size: FID is biased by size).
+    ``scores``: the classifier's (probabilities, features) of ``images`` when the caller already has them."""
+    probs, features = scores if scores is not None else classifier.run(images)
     pick = np.arange(len(images)) if fid_index is None else fid_index
     out: dict[str, Any] = {
         "n_images": int(len(images)),

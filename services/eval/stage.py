@@ -38,6 +38,7 @@ from diffcxr.errors import DataError, DiffCXRError
 from diffcxr.raycluster import init_ray
 from diffcxr.stages import StageDir, content_key
 from diffcxr.tracking import Tracker
+from services.diffusion.parts import provenance, read_bundle_spec
 from services.eval import report, tables
 from services.eval.classifier import OWN_KIND, OwnDenseNet, ReferenceClassifier, load_classifier
 from services.eval.classifier_train import data_id, train_classifier
@@ -123,6 +124,7 @@ def run(
     paths = {**default_inputs(cfg), **(inputs or {})}
     model_ref = model or paths["model"]
     folder = resolve_model(model_ref, tracker, cfg)
+    spec = read_bundle_spec(folder)
     variants = {v.name: (v, resolve_model(v.model, tracker, cfg)) for v in cfg.eval.variants}
     stage = StageDir(cfg.run_root, STAGE) if out_uri is None else None
     out = out_uri or stage.uri
@@ -185,14 +187,13 @@ def run(
         _, train_feats = classifier.run(train_images[floor_idx])
         fid_floor = round(frechet_distance(train_feats, eval_feats), 4)
         fid_floor_sizes = [len(floor_idx), len(eval_idx)]
-        inception, ref_inception = _inception(cfg)
-        if inception is not None:
-            ref_inception = inception(test_images[eval_idx])
+        inception = _inception(cfg)
+        ref_inception = inception(test_images[eval_idx]) if inception is not None else None
 
         # ---- generation and metrics for the model and its variants
         models: dict[str, tuple[EvalVariant | None, Path]] = {"model": (None, folder)}
         job_uris = {"model": _job_uri(model_ref, folder, out, "model")}
-        if cfg.eval.without_adapter and read_spec(folder).get("adapter"):
+        if cfg.eval.without_adapter and spec.get("adapter"):
             bare = _without_adapter(folder, out, work)
             models["without adapter"] = (None, bare[0])
             job_uris["without adapter"] = bare[1]
@@ -201,13 +202,17 @@ def run(
         items = requests(eval_rows, cfg.eval.images_per_report, cfg.project.seed)
         image_targets = np.repeat(label_matrix(eval_rows, policy), cfg.eval.images_per_report, axis=0)
         generated: dict[str, Generated] = {}
+        generated_probs: dict[str, np.ndarray] = {}
         results_by_model: dict[str, dict[str, Any]] = {}
         for name in models:
             gen = generate_with_ray(items, job_uris[name], storage.join(out, "generated", _slug(name)), cfg,
                                     cfg.eval.steps, cfg.eval.guidance)  # fmt: skip
             generated[name] = gen
             first = np.array([i for i, r in enumerate(gen.repeats) if r == 0])  # FID at equal set sizes
-            metrics = image_metrics(classifier, gen.images, image_targets, eval_feats, inception, ref_inception, first)
+            scores = classifier.run(gen.images)
+            generated_probs[name] = scores[0]
+            metrics = image_metrics(classifier, gen.images, image_targets, eval_feats, inception, ref_inception, first,
+                                    scores)  # fmt: skip
             metrics.update(seconds=round(gen.seconds, 2), images_per_second=round(gen.images_per_second, 3))
             results_by_model[name] = metrics
             log.info("eval %s: mAUC %s, domain FID %s", name, metrics["mAUC"], metrics["fid_domain"])
@@ -217,7 +222,7 @@ def run(
         real_eval["mAUC"] = real_eval["auc"]["mAUC"]
 
         # ---- calibration controls
-        gen_probs, _ = classifier.run(generated["model"].images)
+        gen_probs = generated_probs["model"]
         # one permutation of a few positives is noisy: the mean and spread over 20 show where chance lies
         shuffled = [per_disease_auc(image_targets[rng.permutation(len(image_targets))], gen_probs)["mAUC"]
                     for _ in range(20)]  # fmt: skip
@@ -239,7 +244,7 @@ def run(
         }
 
         # ---- compute and latency
-        compute = _compute(folder)
+        compute = _compute(spec)
         timing = latency(folder, eval_rows[0].get("report_text") or "", cfg.eval.latency_images, cfg.eval.steps,
                          cfg.eval.guidance)  # fmt: skip
 
@@ -258,7 +263,6 @@ def run(
             )  # fmt: skip
 
         # ---- tables, figures, report
-        spec = read_spec(folder)
         lnfs, ava = cfg.filter.enabled, bool(cfg.text.squeeze_tokens)
         ablation = []
         for name, (variant, _) in models.items():
@@ -288,8 +292,8 @@ def run(
         results = {
             "model": model_ref,
             "provenance": {
-                "model": _provenance(folder),
-                **{n: _provenance(f) for n, (_, f) in variants.items()},
+                "model": provenance(spec),
+                **{n: provenance(read_bundle_spec(f)) for n, (_, f) in variants.items()},
             },  # fmt: skip
             "classifier": classifier.id,
             "classifier_test": classifier_test,
@@ -316,18 +320,6 @@ def run(
     if stage:
         stage.complete(key, outputs, {"summary": {"mAUC": main["mAUC"], "fid_domain": main["fid_domain"]}})
     return {"skipped": False, **outputs, "summary": results, "key": key}
-
-
-def read_spec(folder: Path) -> dict[str, Any]:
-    from services.diffusion.parts import read_bundle_spec
-
-    return read_bundle_spec(folder)
-
-
-def _provenance(folder: Path) -> dict[str, Any]:
-    from services.diffusion.parts import provenance
-
-    return provenance(read_spec(folder))
 
 
 def _slug(name: str) -> str:
@@ -410,21 +402,21 @@ def _classifier(
         return OwnDenseNet.load(trained.folder)
 
 
-def _inception(cfg: DiffCXRConfig) -> tuple[InceptionFeatures | None, Any]:
+def _inception(cfg: DiffCXRConfig) -> InceptionFeatures | None:
+    """The Inception feature extractor when enabled and its verified weights exist, else None."""
     if not cfg.eval.inception_fid:
-        return None, None
+        return None
     weights = find_inception_weights(cfg.eval)
     if weights is None:
-        log.info("Inception FID skipped: no %s (set eval.inception_weights or eval.allow_download)", "weights")
-        return None, None
-    return InceptionFeatures(weights), None
+        log.info("Inception FID skipped: no weights (set eval.inception_weights or eval.allow_download)")
+        return None
+    return InceptionFeatures(weights)
 
 
-def _compute(folder: Path) -> dict[str, Any]:
+def _compute(spec: dict[str, Any]) -> dict[str, Any]:
     from services.diffusion.flops import count
     from services.diffusion.uvit import UViTConfig
 
-    spec = read_spec(folder)
     adapter = bool(spec.get("adapter"))
     counted = count(UViTConfig(**spec["uvit"]["config"]), adapter=adapter)
     return {
