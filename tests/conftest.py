@@ -9,9 +9,12 @@ credentials are set before any client exists.
 from __future__ import annotations
 
 import os
+import threading
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -99,3 +102,41 @@ def ray_local(s3_endpoint: str) -> Iterator[None]:
         )
     yield
     ray.shutdown()
+
+
+#: (HTTP status, the model that served the request or the error text) of one request
+Outcome = tuple[int, str]
+
+
+@pytest.fixture
+def roll_under_load() -> Callable[..., list[Outcome]]:
+    """Runs a model switch while clients keep generating: ``run(post, switch, new_model, clients, timeout)``
+    starts ``clients`` threads calling ``post()``, calls ``switch()``, waits until a recent response was served
+    by ``new_model`` (at most ``timeout`` s), stops the clients and returns every outcome in order. Shared by
+    the in-place alias roll-over and the ``serve deploy`` roll-out tests."""
+
+    def run(post: Callable[[], Any], switch: Callable[[], None], new_model: str, clients: int,
+            timeout: float) -> list[Outcome]:  # fmt: skip
+        results: list[Outcome] = []
+        stop = threading.Event()
+
+        def load() -> None:
+            while not stop.is_set():
+                r = post()
+                results.append((r.status_code, r.json()["models"]["model"] if r.ok else r.text[:300]))
+
+        workers = [threading.Thread(target=load) for _ in range(clients)]
+        for w in workers:
+            w.start()
+        time.sleep(1.0)
+        switch()
+        deadline = time.time() + timeout
+        while time.time() < deadline and not any(m == new_model for _, m in results[-clients:]):
+            time.sleep(0.5)
+        time.sleep(1.0)
+        stop.set()
+        for w in workers:
+            w.join()
+        return results
+
+    return run

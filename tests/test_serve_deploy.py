@@ -10,9 +10,8 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
-import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -53,7 +52,7 @@ def _deploy(address: str, serve_yaml: Path, tmp: Path) -> None:
 
 
 def test_serve_deploy_then_an_edited_config_rolls_in_place_without_dropping_requests(
-    ray_head: str, tmp_path: Path
+    ray_head: str, tmp_path: Path, roll_under_load: Callable[..., list[tuple[int, str]]]
 ) -> None:
     from services.diffusion.generator import build_initial_bundle
     from services.diffusion.serving.models import resolve
@@ -83,27 +82,14 @@ def test_serve_deploy_then_an_edited_config_rolls_in_place_without_dropping_requ
     assert first.status_code == 200, first.text
     assert first.json()["models"]["model"] == labels[0]
 
-    results: list[tuple[int, str]] = []
-    stop = threading.Event()
+    def redeploy() -> None:
+        serve_yaml.write_text(yaml.safe_dump({**config, "model": str(bundles[1])}))
+        _deploy(ray_head, serve_yaml, tmp_path)
 
-    def load() -> None:
-        while not stop.is_set():
-            r = requests.post(url + "v1/generate", json={"report": REPORT, "seed": 4}, timeout=120)
-            results.append((r.status_code, r.json()["models"]["model"] if r.ok else r.text[:300]))
+    def post() -> requests.Response:
+        return requests.post(url + "v1/generate", json={"report": REPORT, "seed": 4}, timeout=120)
 
-    workers = [threading.Thread(target=load) for _ in range(2)]
-    for w in workers:
-        w.start()
-    time.sleep(1.0)
-    serve_yaml.write_text(yaml.safe_dump({**config, "model": str(bundles[1])}))
-    _deploy(ray_head, serve_yaml, tmp_path)
-    deadline = time.time() + 180
-    while time.time() < deadline and not any(m == labels[1] for _, m in results[-2:]):
-        time.sleep(0.5)
-    time.sleep(1.0)
-    stop.set()
-    for w in workers:
-        w.join()
+    results = roll_under_load(post, redeploy, labels[1], clients=2, timeout=180)
     assert results and all(code == 200 for code, _ in results), [r for r in results if r[0] != 200][:3]
     assert results[0][1] == labels[0] and results[-1][1] == labels[1]
     after = requests.post(url + "v1/generate", json={"report": REPORT, "seed": 4}, timeout=120).json()

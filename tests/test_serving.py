@@ -17,7 +17,7 @@ import threading
 import time
 import uuid
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -352,7 +352,9 @@ def test_web_page_in_headless_chromium_shows_image_and_labels(app: App) -> None:
         driver.quit()
 
 
-def test_moving_the_alias_rolls_to_the_new_version_without_dropping_requests(app: App) -> None:
+def test_moving_the_alias_rolls_to_the_new_version_without_dropping_requests(
+    app: App, roll_under_load: Callable[..., list[tuple[int, str]]]
+) -> None:
     with app.tracker.run("register-v2"):
         version = app.tracker.register_bundle(
             app.model,
@@ -362,26 +364,11 @@ def test_moving_the_alias_rolls_to_the_new_version_without_dropping_requests(app
     assert version == 2
     request = {"report": REPORT, "seed": 9}
     before = app.post(request).json()
-    results: list[tuple[int, str]] = []
-    stop = threading.Event()
-
-    def load() -> None:
-        while not stop.is_set():
-            r = app.post(request)
-            results.append((r.status_code, r.json()["models"]["model"] if r.ok else r.text))
-
-    workers = [threading.Thread(target=load) for _ in range(3)]
-    for w in workers:
-        w.start()
-    time.sleep(1.0)
-    app.tracker.set_alias(app.model, "champion", 2)  # the ingress re-reads the alias every model_refresh_s
-    deadline = time.time() + 120
-    while time.time() < deadline and not any(m == f"{app.model}/2" for _, m in results[-3:]):
-        time.sleep(0.5)
-    time.sleep(1.0)
-    stop.set()
-    for w in workers:
-        w.join()
+    results = roll_under_load(
+        lambda: app.post(request),
+        lambda: app.tracker.set_alias(app.model, "champion", 2),  # the ingress re-reads it every model_refresh_s
+        f"{app.model}/2", clients=3, timeout=120,
+    )  # fmt: skip
     assert results and all(code == 200 for code, _ in results), [r for r in results if r[0] != 200][:3]
     models = [m for _, m in results]
     assert models[0] == f"{app.model}/1" and models[-1] == f"{app.model}/2"
