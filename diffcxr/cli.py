@@ -603,7 +603,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--embed", action="store_true", help="also write embeddings: the whole pipeline stage")
     p.add_argument("--force", action="store_true", help="with --embed: re-run even if the stage is current")
     p.add_argument(
-        "--track", action="store_true", help="log to MLflow and register diffcxr-text (alias tracking.alias)"
+        "--track",
+        action="store_true",
+        help="log to MLflow and register diffcxr-text (alias tracking.candidate_alias; the pipeline's register stage promotes)",
     )
     _add_config_args(p)
     p.set_defaults(func=cmd_text_train)
@@ -636,7 +638,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="train (or resume) the U-ViT then the adapter; build the generator; register with --track",
         description="Inputs default to the run folder's filter (manifest, latents) and text (embeddings, model) "
         "outputs. With --track: MLflow metrics, preview grids every diffusion.sample_every steps, and the "
-        "registered models diffcxr-uvit, diffcxr-adapter and diffcxr-generator (alias tracking.alias).",
+        "registered models diffcxr-uvit, diffcxr-adapter and diffcxr-generator (alias tracking.candidate_alias until the register stage promotes them).",
     )
     p.add_argument("--manifest", help="filtered manifest URI (default: <run_root>/filter/manifest.parquet)")
     p.add_argument("--latents", help="latents folder URI (default: <run_root>/filter/latents)")

@@ -56,7 +56,43 @@ class TrackingConfig(Section):
         description="MLflow tracking URI; null uses MLFLOW_TRACKING_URI or a local sqlite store.",
     )
     experiment: str = "diffcxr"
-    alias: str = Field("champion", description="Registry alias that serving and eval load.")
+    alias: str = Field(
+        "champion", description="Registry alias that serving and eval load; only the promotion gate moves it."
+    )
+    candidate_alias: str = Field(
+        "candidate", description="Alias the training stages give each new version, before the promotion gate."
+    )
+    challenger_alias: str = Field(
+        "challenger", description="Alias the promotion gate gives a generator that did not beat the champion."
+    )
+    retries: int = Field(
+        5, ge=0, le=20, description="Retries of an MLflow call that cannot reach the server (exponential backoff)."
+    )
+    backoff_s: int = Field(
+        2, ge=1, le=60, description="First MLflow retry delay in seconds; doubles per retry (2 s, 5 retries: ~1 min)."
+    )
+    timeout_s: float = Field(30.0, gt=0, description="Seconds one MLflow HTTP request may take.")
+
+
+class PromotionConfig(Section):
+    """The gate between a trained generator and the ``champion`` alias."""
+
+    metric: Literal["mAUC", "fid_domain"] = Field(
+        "mAUC", description="Eval metric that must beat the champion's (mAUC: higher wins; fid_domain: lower wins)."
+    )
+    min_improvement: float = Field(
+        0.0, ge=0, description="How much better than the champion the metric must be (absolute); ties never win."
+    )
+    max_fid_regression: float | None = Field(
+        0.25,
+        ge=0,
+        description="Guard: relative domain-FID increase over the champion's that blocks promotion (null: no guard).",
+    )
+    reevaluate_champion: bool = Field(
+        True,
+        description="When the champion was scored on another eval set, score it on this one before comparing "
+        "(false: such a champion is kept and the new generator becomes challenger).",
+    )
 
 
 class RayConfig(Section):
@@ -360,6 +396,7 @@ class DiffCXRConfig(Section):
     adapter: AdapterConfig = AdapterConfig()
     sampling: SamplingConfig = SamplingConfig()
     eval: EvalConfig = EvalConfig()
+    promotion: PromotionConfig = PromotionConfig()
 
     @model_validator(mode="after")
     def _check_cross_section(self) -> DiffCXRConfig:

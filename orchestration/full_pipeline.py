@@ -4,9 +4,11 @@ Run it as a Ray job (``ray job submit --working-dir . -- python orchestration/fu
 or in-process (``diffcxr pipeline run``). One MLflow parent run holds a nested
 run per stage; a stage whose inputs and config are unchanged since its last
 successful run is skipped (its marker under ``<run_root>/<stage>/``), so a
-re-run after a crash resumes where it stopped.
-
-Stages that are not built yet are listed and reported as such, never faked.
+re-run after a crash resumes where it stopped. The last stage is the promotion
+gate: the new generator becomes ``champion`` only when its evaluation beats the
+current champion's, else ``challenger`` (the reason is on the model version).
+Progress lines carry an ETA; the parent run ends with the row accounting
+(kept + filtered + quarantined = total).
 """
 
 from __future__ import annotations
@@ -23,10 +25,12 @@ if __package__ in (None, ""):  # run as a script by `ray job submit`
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from diffcxr.config import DiffCXRConfig, add_config_arguments, load_config
-from diffcxr.errors import DiffCXRError
+from diffcxr.errors import DiffCXRError, TrackingError
 from diffcxr.storage import configure_s3
-from diffcxr.tracking import Tracker
+from diffcxr.tracking import Tracker, is_unreachable
 from infra.env import apply_defaults
+from orchestration.accounting import row_accounting
+from orchestration.progress import Progress
 
 log = logging.getLogger("diffcxr.pipeline")
 
@@ -66,14 +70,21 @@ def _eval_stage(cfg: DiffCXRConfig, tracker: Tracker, force: bool) -> dict[str, 
     return stage.run(cfg, tracker, force=force)
 
 
-#: Every stage in order; a string instead of a function = not built yet (the issue that builds it).
-STAGES: dict[str, StageFn | str] = {
+def _register_stage(cfg: DiffCXRConfig, tracker: Tracker, force: bool) -> dict[str, Any]:
+    """The promotion gate: champion if the eval beats the current champion's, else challenger."""
+    from services.register import stage
+
+    return stage.run(cfg, tracker, force=force)
+
+
+#: Every stage in order.
+STAGES: dict[str, StageFn] = {
     "data": _data_stage,
     "filter": _filter_stage,
     "text": _text_stage,
     "diffusion": _diffusion_stage,
     "eval": _eval_stage,
-    "register": "#10",
+    "register": _register_stage,
 }
 
 
@@ -87,37 +98,81 @@ def select_stages(only: str | None, start: str | None) -> list[str]:
     return names[names.index(start) :] if start else names
 
 
+def _tracking_failure(exc: BaseException, tracker: Tracker, stage: str | None, cfg: DiffCXRConfig) -> TrackingError:
+    """The error a person sees when MLflow went away mid-run: where, after what, and that nothing is lost."""
+    where = f"during stage '{stage}'" if stage else "while opening the pipeline run"
+    return TrackingError(
+        f"MLflow at {tracker.tracking_uri} became unreachable {where} and did not come back within "
+        f"{cfg.tracking.retries} retries (backoff from {cfg.tracking.backoff_s:g} s): {type(exc).__name__}. Nothing "
+        f"is lost: finished stages, their outputs and training checkpoints are kept under {cfg.run_root}; re-run "
+        "the same command once the server is back and it resumes where it stopped"
+    )
+
+
+def _log_rows(tracker: Tracker, cfg: DiffCXRConfig) -> dict[str, Any] | None:
+    """Row accounting of the run folder in the parent run (metrics rows.*, artefact rows.json)."""
+    rows = row_accounting(cfg.run_root)
+    if rows is None:
+        return None
+    tracker.log_metrics({f"rows.{k}": rows[k] for k in ("total", "kept", "filtered", "quarantined")})
+    tracker.set_tags({"rows.balanced": str(rows["balanced"] and not rows["lost_between_stages"]).lower()})
+    tracker.log_dict(rows, "rows.json")
+    return rows
+
+
 def run_pipeline(cfg: DiffCXRConfig, stages: list[str], force: bool = False) -> dict[str, Any]:
-    """Run ``stages`` in order under one MLflow parent run; returns per-stage outcomes."""
-    if len(stages) == 1 and isinstance(STAGES[stages[0]], str):
-        raise DiffCXRError(f"stage '{stages[0]}' is not built yet (issue {STAGES[stages[0]]})")
+    """Run ``stages`` in order under one MLflow parent run; returns per-stage outcomes.
+
+    MLflow is checked before any work (:func:`check_reachable` in the tracker); a server lost mid-run is
+    retried with backoff (``tracking.retries``) and then reported as a :class:`TrackingError` naming the
+    stage, with every finished output and checkpoint left in storage for the re-run.
+    """
     configure_s3(cfg.storage.s3_endpoint, cfg.storage.s3_region)
     tracker = Tracker.from_config(cfg)
     outcomes: dict[str, Any] = {}
     tags = {"diffcxr.profile": cfg.project.profile, "diffcxr.run_root": cfg.run_root}
-    with tracker.run(f"pipeline-{cfg.project.profile}", tags={**tags, "diffcxr.stage": "pipeline"}) as parent:
-        tracker.log_config(cfg)
-        total = len(stages)
-        for index, name in enumerate(stages, start=1):
-            fn = STAGES[name]
-            prefix = f"[{index}/{total}] {name}"
-            if isinstance(fn, str):
-                print(f"{prefix}: not built yet (issue {fn}), skipped", flush=True)
-                outcomes[name] = {"status": "not built", "issue": fn}
-                continue
-            print(f"{prefix}: running", flush=True)
-            started = time.time()
-            with tracker.run(name, nested=True, tags={**tags, "diffcxr.stage": name}):
-                result = fn(cfg, tracker, force)
-                seconds = time.time() - started
-                tracker.log_metrics({f"{name}.seconds": seconds})
-                tracker.set_tags({"diffcxr.skipped": str(result.get("skipped", False)).lower()})
-            status = "skipped (current)" if result.get("skipped") else "done"
-            print(f"{prefix}: {status} in {seconds:.1f} s", flush=True)
-            outcomes[name] = {"status": status, **{k: v for k, v in result.items() if k != "summary"}}
-        outcomes["mlflow_run_id"] = parent.info.run_id
+    progress = Progress(cfg.run_root, cfg.project.profile, stages)
+    current: str | None = None
+    try:
+        with tracker.run(f"pipeline-{cfg.project.profile}", tags={**tags, "diffcxr.stage": "pipeline"}) as parent:
+            outcomes["mlflow_run_id"] = parent.info.run_id
+            tracker.log_config(cfg)
+            total = len(stages)
+            for index, name in enumerate(stages, start=1):
+                current, prefix = name, f"[{index}/{total}] {name}"
+                started = time.time()
+                with progress.stage(prefix, name), tracker.run(name, nested=True,
+                                                               tags={**tags, "diffcxr.stage": name}):  # fmt: skip
+                    result = STAGES[name](cfg, tracker, force)
+                    seconds = time.time() - started
+                    tracker.log_metrics({f"{name}.seconds": seconds})
+                    tracker.set_tags({"diffcxr.skipped": str(result.get("skipped", False)).lower()})
+                skipped = bool(result.get("skipped"))
+                if not skipped:
+                    progress.record(name, seconds)
+                status = "skipped (current)" if skipped else "done"
+                print(f"{prefix}: {status} in {seconds:.1f} s", flush=True)
+                outcomes[name] = {"status": status, "seconds": round(seconds, 1),
+                                  **{k: v for k, v in result.items() if k != "summary"}}  # fmt: skip
+                tracker.log_metrics({f"stage_seconds.{name}": seconds})
+            current = None
+            outcomes["rows"] = _log_rows(tracker, cfg)
+    except DiffCXRError:
+        raise
+    except Exception as exc:
+        if is_unreachable(exc):
+            raise _tracking_failure(exc, tracker, current, cfg) from None
+        raise
     outcomes["tracking_uri"] = tracker.tracking_uri
     return outcomes
+
+
+def _promotion(uri: str) -> dict[str, Any]:
+    import json
+
+    from diffcxr import storage
+
+    return json.loads(storage.read_text(uri))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -125,7 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_config_arguments(parser, "--config", "-p", "--profile")
     parser.add_argument("--only", help=f"run just this stage ({', '.join(STAGES)})")
     parser.add_argument("--from", dest="start", help="start at this stage")
-    parser.add_argument("--force", action="store_true", help="re-run stages even if current")
+    parser.add_argument("--force", action="store_true", help="re-run the selected stages even if current")
     return parser
 
 
@@ -142,18 +197,33 @@ def main(argv: list[str] | None = None) -> int:
     print("\nDone. Where to look:")
     print(f"  MLflow:     {outcomes['tracking_uri']} (run {outcomes['mlflow_run_id']})")
     print(f"  run folder: {cfg.run_root}")
+    times = ", ".join(
+        f"{n} {o['seconds']:.0f} s" for n, o in outcomes.items() if isinstance(o, dict) and "seconds" in o
+    )
+    print(f"  stage times: {times}")
+    rows = outcomes.get("rows")
+    if rows:
+        balance = "balanced" if rows["balanced"] and not rows["lost_between_stages"] else "NOT BALANCED"
+        print(f"  rows:       {rows['total']} = {rows['kept']} kept + {rows['filtered']} filtered + "
+              f"{rows['quarantined']} quarantined ({balance}; reasons in MLflow rows.json)")  # fmt: skip
     if "manifest" in outcomes.get("data", {}):
         print(f"  manifest:   {outcomes['data']['manifest']}  (diffcxr data summary <uri>)")
     if "embeddings" in outcomes.get("text", {}):
-        print(f"  text model: {outcomes['text']['model']}  (registered as diffcxr-text@{cfg.tracking.alias})")
+        print(f"  text model: {outcomes['text']['model']}")
         print(f"  embeddings: {outcomes['text']['embeddings']}")
     if "generator" in outcomes.get("diffusion", {}):
-        alias = cfg.tracking.alias
-        print(f"  generator:  {outcomes['diffusion']['generator']}  (registered as diffcxr-generator@{alias})")
+        print(f"  generator:  {outcomes['diffusion']['generator']}")
         print("              try: diffcxr generate --report 'Small left pleural effusion.' --seed 7 --out cxr.png")
         print(f"              serve: diffcxr serve --model {outcomes['diffusion']['generator']}  (docs/SERVING.md)")
     if "report" in outcomes.get("eval", {}):
         print(f"  evaluation: {outcomes['eval']['report']}  (open in a browser; numbers in results.json and MLflow)")
+        print(f"  samples:    {outcomes['eval']['report'].rsplit('/', 1)[0]}/figures/grid.png")
+    register = outcomes.get("register", {})
+    if "promotion" in register:
+        promotion = _promotion(register["promotion"])
+        print(f"  registry:   {promotion['model']} version {promotion['version']} is @{promotion['alias']}: "
+              f"{promotion['reason']}")  # fmt: skip
+        print(f"              serve it: diffcxr serve --model models:/{promotion['model']}@{cfg.tracking.alias}")
     return 0
 
 

@@ -256,7 +256,7 @@ def test_two_stage_training_crash_resume_registry_and_seeded_generation(
     registered = summary["registered"]
     assert {registered[k]["name"] for k in registered} == {"diffcxr-uvit", "diffcxr-adapter", "diffcxr-generator"}
     for name in ("diffcxr-uvit", "diffcxr-adapter", "diffcxr-generator"):
-        assert tracker.alias_version(name, cfg.tracking.alias) is not None
+        assert tracker.alias_version(name, cfg.tracking.candidate_alias) is not None
 
     # the generator pins every part
     local = Generator(storage.get_folder(result["generator"]))
@@ -268,7 +268,7 @@ def test_two_stage_training_crash_resume_registry_and_seeded_generation(
 
     # registry round trip: the pyfunc returns the same images as the local bundle, seeded
     reports = ["Large right pleural effusion.", "Heart size is normal. Lungs are clear."]
-    pyfunc = mlflow.pyfunc.load_model(f"models:/diffcxr-generator@{cfg.tracking.alias}")
+    pyfunc = mlflow.pyfunc.load_model(f"models:/diffcxr-generator@{cfg.tracking.candidate_alias}")
     frame = pyfunc.predict(pd.DataFrame({"report": reports, "seed": [7, 7]}))
     assert list(frame["disease_sentence"]) == ["There is pleural effusion.", "There is no finding."]
     again = local.generate(reports, [7, 7])

@@ -253,9 +253,9 @@ def test_two_worker_training_crash_resume_and_registry_round_trip(
     assert storage.exists(f"{out}/figures/loss.png")
 
     registered = summary["registered"]
-    assert registered["name"] == "diffcxr-text" and registered["alias"] == cfg.tracking.alias
-    assert tracker.alias_version("diffcxr-text", cfg.tracking.alias) == registered["version"]
-    from_registry = stage.load_registered(tracker, cfg.tracking.alias)
+    assert registered["name"] == "diffcxr-text" and registered["alias"] == cfg.tracking.candidate_alias
+    assert tracker.alias_version("diffcxr-text", cfg.tracking.candidate_alias) == registered["version"]
+    from_registry = stage.load_registered(tracker, cfg.tracking.candidate_alias)
     from_storage = ReportEncoder.load_bundle(storage.get_folder(result["model"]))
     ids = from_storage.tokenizer()(["Small right pleural effusion.", "There is cardiomegaly.", ""]).ids
     with torch.no_grad():

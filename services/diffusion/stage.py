@@ -301,7 +301,9 @@ def _register_parts(
             "trained_steps": spec.get("trained_steps"),
             "final_loss": spec.get("final_loss"),
         }
-        version = tracker.register_bundle(model_name, {"bundle": folders[name]}, metadata, alias=cfg.tracking.alias)
+        version = tracker.register_bundle(
+            model_name, {"bundle": folders[name]}, metadata, alias=cfg.tracking.candidate_alias
+        )
         registered[name] = {"name": model_name, "version": version}
     return registered
 
@@ -321,9 +323,13 @@ def _register_generator(tracker: Tracker, cfg: DiffCXRConfig, folder: Path, key:
         "registry": spec["registry"],
     }
     version = tracker.register_bundle(
-        GENERATOR_MODEL, {"bundle": folder}, metadata, alias=cfg.tracking.alias, python_model=GeneratorPyfunc()
+        GENERATOR_MODEL,
+        {"bundle": folder},
+        metadata,
+        alias=cfg.tracking.candidate_alias,
+        python_model=GeneratorPyfunc(),
     )
-    return {"name": GENERATOR_MODEL, "version": version, "alias": cfg.tracking.alias}
+    return {"name": GENERATOR_MODEL, "version": version, "alias": cfg.tracking.candidate_alias}
 
 
 def _track(tracker: Tracker, cfg: DiffCXRConfig, summary: dict[str, Any], figures: dict[str, bytes], key: str) -> None:

@@ -31,6 +31,7 @@ from diffcxr import storage
 from diffcxr.config import DiffCXRConfig
 from diffcxr.errors import DiffCXRError
 from diffcxr.raytrain import STATE_FILE
+from diffcxr.tracking import log_step_metrics, worker_client
 
 log = logging.getLogger(__name__)
 STAGES = ("uvit", "adapter")
@@ -117,9 +118,7 @@ def train_loop(config: dict[str, Any]) -> None:
     client = None
     tracking = config.get("tracking")
     if rank == 0 and tracking:
-        from mlflow.tracking import MlflowClient
-
-        client = MlflowClient(tracking["uri"])
+        client = worker_client(tracking)
     preview = Preview(config, stage) if rank == 0 and config.get("preview") and client is not None else None
 
     first_step, samples, epoch = None, 0, 0
@@ -175,7 +174,7 @@ def train_loop(config: dict[str, Any]) -> None:
             if rank == 0:
                 history.append(record)
             if client is not None and (step % dcfg.log_every == 0 or step == steps):
-                _log_metrics(client, tracking["run_id"], stage, record)
+                log_step_metrics(client, tracking["run_id"], stage, record)
             if preview is not None and (step % dcfg.sample_every == 0 or step == steps):
                 preview.log(client, tracking["run_id"], model, ema, params, step)
             if step % checkpoint_every == 0 or step == steps:
@@ -299,17 +298,6 @@ def grid_png(images: Any, labels: list[str], title: str) -> bytes:
     fig.savefig(buf, format="png")
     plt.close(fig)
     return buf.getvalue()
-
-
-def _log_metrics(client: Any, run_id: str, stage: str, record: dict[str, float]) -> None:
-    from mlflow.entities import Metric
-
-    now = int(time.time() * 1000)
-    metrics = [Metric(f"{stage}.{k}", float(v), now, int(record["step"])) for k, v in record.items() if k != "step"]
-    try:
-        client.log_batch(run_id, metrics=metrics)
-    except Exception as exc:  # tracking trouble must not kill training
-        log.warning("could not log %s metrics to MLflow: %s", stage, exc)
 
 
 def train(

@@ -340,8 +340,8 @@ def _track(
     trained = summary["evaluation"].get("trained", {})
     if trained:
         metadata["heldout_mean_R_at_1"] = trained["retrieval"]["mean_R@1"]
-    version = tracker.register_bundle(MODEL_NAME, {"bundle": folder}, metadata, alias=cfg.tracking.alias)
-    return {"name": MODEL_NAME, "version": version, "alias": cfg.tracking.alias}
+    version = tracker.register_bundle(MODEL_NAME, {"bundle": folder}, metadata, alias=cfg.tracking.candidate_alias)
+    return {"name": MODEL_NAME, "version": version, "alias": cfg.tracking.candidate_alias}
 
 
 def load_registered(tracker: Tracker, alias_or_version: str | int, name: str = MODEL_NAME) -> ReportEncoder:

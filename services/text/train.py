@@ -23,6 +23,7 @@ from diffcxr import storage
 from diffcxr.config import DiffCXRConfig
 from diffcxr.errors import DiffCXRError
 from diffcxr.raytrain import STATE_FILE
+from diffcxr.tracking import log_step_metrics, worker_client
 
 log = logging.getLogger(__name__)
 
@@ -79,9 +80,7 @@ def train_loop(config: dict[str, Any]) -> None:
     tracking = config.get("tracking")
     client = None
     if rank == 0 and tracking:
-        from mlflow.tracking import MlflowClient
-
-        client = MlflowClient(tracking["uri"])
+        client = worker_client(tracking)
 
     first_step, samples = None, 0
     epoch = 0
@@ -117,7 +116,7 @@ def train_loop(config: dict[str, Any]) -> None:
             if rank == 0:
                 history.append(record)
             if client is not None and (step % text.log_every == 0 or step == text.steps):
-                _log_mlflow(client, tracking["run_id"], record)
+                log_step_metrics(client, tracking["run_id"], "text", record)
             if step % text.checkpoint_every == 0 or step == text.steps:
                 _report(model, optimizer, scheduler, step, history, starts, rank, record)
                 if config.get("crash_after_step") == step and resumed_from < step:
@@ -167,18 +166,6 @@ def load_partial_state(model: Any, state: dict[str, Any]) -> None:
     if unexpected:
         raise DiffCXRError(f"checkpoint does not fit the model (unexpected keys {sorted(unexpected)[:3]})")
     model.load_state_dict(state, strict=False)
-
-
-def _log_mlflow(client: Any, run_id: str, record: dict[str, float]) -> None:
-    from mlflow.entities import Metric
-
-    now = int(time.time() * 1000)
-    step = int(record["step"])
-    metrics = [Metric(f"text.{k}", float(v), now, step) for k, v in record.items() if k != "step"]
-    try:
-        client.log_batch(run_id, metrics=metrics)
-    except Exception as exc:  # tracking trouble must not kill training
-        log.warning("could not log text metrics to MLflow: %s", exc)
 
 
 def train(

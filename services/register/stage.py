@@ -1,0 +1,239 @@
+"""The register stage: the promotion gate between a trained generator and the ``champion`` alias.
+
+The training stages register every new version under ``tracking.candidate_alias``.
+This stage reads the eval stage's results for the generator just trained and
+compares them with the current champion's (:mod:`services.register.gate`):
+
+* no champion yet, or the new generator wins → ``tracking.alias`` (champion) on the
+  generator and on the parts it was built from (text model, U-ViT, adapter), so the
+  champion of every registered model is one consistent set;
+* otherwise → ``tracking.challenger_alias``, and the champion stays.
+
+Either way the version's description and tags say why (``promotion.reason``), and
+its eval metrics are stored on it with the id of the evaluation set they came
+from. A champion scored on another set (other held-out reports, classifier or
+sampling settings) is first scored on this one (``promotion.reevaluate_champion``),
+so the comparison is always like for like. Output: ``<run_root>/register/promotion.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from mlflow.exceptions import MlflowException
+
+from diffcxr import storage
+from diffcxr.config import DiffCXRConfig
+from diffcxr.errors import DataError, TrackingError
+from diffcxr.stages import StageDir, content_key
+from diffcxr.tracking import Tracker
+from services.register.gate import Decision, decide
+
+log = logging.getLogger(__name__)
+STAGE = "register"
+COMPARED = ("mAUC", "fid_domain")
+
+
+def eval_set_id(results: dict[str, Any]) -> str:
+    """What makes two evaluations comparable: the held-out reports, classifier, label policy and sampling."""
+    dataset, config = results["dataset"], results["config"]
+    return content_key(
+        dataset["manifest_sha256"],
+        dataset["eval_reports"],
+        dataset["images_per_report"],
+        dataset["label_policy"],
+        results["classifier"],
+        {k: config.get(k) for k in ("steps", "guidance", "num_reports")},
+    )
+
+
+def eval_metrics(results: dict[str, Any]) -> dict[str, float | None]:
+    main = results["models"]["model"]
+    return {name: main.get(name) for name in COMPARED}
+
+
+def _tag_value(value: float | None) -> str:
+    return "none" if value is None else repr(float(value))
+
+
+def _from_tag(text: str | None) -> float | None:
+    return None if text in (None, "none", "") else float(text)
+
+
+def _stage_inputs(cfg: DiffCXRConfig) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """The diffusion marker, the eval marker and the eval results of this run folder, checked to belong together."""
+    diffusion, evaluation = StageDir(cfg.run_root, "diffusion").marker(), StageDir(cfg.run_root, "eval").marker()
+    if not diffusion:
+        raise DataError(f"no completed diffusion stage under {cfg.run_root}: run the pipeline up to it first")
+    if not evaluation:
+        raise DataError(f"no completed eval stage under {cfg.run_root}: run it first (--from eval)")
+    if not (diffusion.get("summary", {}).get("registered") or {}).get("generator"):
+        raise DataError(
+            f"the diffusion stage under {cfg.run_root} ran without MLflow tracking, so there is no registered "
+            "generator to promote; re-run it tracked (diffcxr pipeline run --from diffusion --force)"
+        )
+    results = json.loads(storage.read_text(StageDir(cfg.run_root, "eval").path("results.json")))
+    if results.get("model") != diffusion["outputs"]["generator"]:
+        raise DataError(
+            f"the eval results under {cfg.run_root} are for '{results.get('model')}', not for the generator "
+            f"trained there ('{diffusion['outputs']['generator']}'); re-run --from eval"
+        )
+    return diffusion, evaluation, results
+
+
+def _check_version(tracker: Tracker, name: str, version: int, diffusion: dict[str, Any], results: dict[str, Any]):
+    """The registry version must be the generator trained (and evaluated) in this run folder."""
+    try:
+        found = tracker.client.get_model_version(name, str(version))
+    except MlflowException:
+        raise DataError(
+            f"registered model {name} version {version} (recorded by the diffusion stage) is not in the registry at "
+            f"{tracker.tracking_uri}; re-run the diffusion stage against this server (--from diffusion --force)"
+        ) from None
+    if found.tags.get("stage_key") != diffusion["key"]:
+        raise DataError(
+            f"{name} version {version} at {tracker.tracking_uri} was not trained by this run folder's diffusion stage "
+            "(its stage_key tag differs); re-run --from diffusion --force"
+        )
+    evaluated = (results.get("provenance", {}).get("model") or {}).get("uvit") or ""
+    if not found.tags.get("uvit_sha256", "").startswith(evaluated):
+        raise DataError(f"the eval results are for another U-ViT than {name} version {version}; re-run --from eval")
+    return found
+
+
+def _champion_metrics(
+    cfg: DiffCXRConfig, tracker: Tracker, name: str, version: int, set_id: str, out: str
+) -> dict[str, float | None] | None:
+    """The champion's metrics on this evaluation set: from its tags, or by evaluating it now (None when the
+    sets differ and re-evaluation is off)."""
+    tags = tracker.client.get_model_version(name, str(version)).tags
+    if tags.get("eval.set") == set_id:
+        return {m: _from_tag(tags.get(f"eval.{m}")) for m in COMPARED}
+    if not cfg.promotion.reevaluate_champion:
+        return None
+    from services.eval import stage as eval_stage
+
+    log.info("champion %s v%s has no result on evaluation set %s: evaluating it now", name, version, set_id)
+    target = storage.join(out, f"champion-v{version}")
+    classifier = StageDir(cfg.run_root, "eval").path("classifier")
+    if storage.exists(storage.join(classifier, "classifier.json")):  # the same classifier, not a second training
+        for uri in storage.list_files(classifier):
+            storage.copy(uri, storage.join(target, "classifier", uri[len(classifier) :].lstrip("/")))
+    quick = cfg.eval.model_copy(update={"downstream": False, "variants": [], "without_adapter": False})
+    outcome = eval_stage.run(cfg.model_copy(update={"eval": quick}), None, model=f"models:/{name}/{version}",
+                             out_uri=target)  # fmt: skip
+    results = outcome["summary"]
+    if eval_set_id(results) != set_id:
+        raise DataError(f"re-evaluating {name} v{version} gave evaluation set {eval_set_id(results)}, not {set_id}")
+    metrics = eval_metrics(results)
+    _record_eval(tracker, name, version, set_id, metrics, outcome["key"])
+    return metrics
+
+
+def _record_eval(
+    tracker: Tracker, name: str, version: int, set_id: str, metrics: dict[str, float | None], eval_key: str
+) -> None:
+    tags = {"eval.set": set_id, "eval.key": eval_key, **{f"eval.{m}": _tag_value(v) for m, v in metrics.items()}}
+    for key, value in tags.items():
+        tracker.client.set_model_version_tag(name, str(version), key, value)
+
+
+def _parts(cfg: DiffCXRConfig, diffusion: dict[str, Any]) -> dict[str, int]:
+    """Registered parts of the generator (model name → version): U-ViT, adapter, and the text model."""
+    parts = {}
+    for key, entry in (diffusion["summary"].get("registered") or {}).items():
+        if key != "generator" and isinstance(entry, dict) and entry.get("name"):
+            parts[entry["name"]] = int(entry["version"])
+    text = (StageDir(cfg.run_root, "text").marker() or {}).get("summary", {}).get("registered") or {}
+    if text.get("name"):
+        parts[text["name"]] = int(text["version"])
+    return parts
+
+
+def _still_holds(tracker: Tracker, record: dict[str, Any], champion: int | None) -> bool:
+    """A recorded decision stays current while its alias still points at the version and, for a challenger,
+    the champion it lost to is still the champion."""
+    name, version = record.get("model"), record.get("version")
+    if not name or tracker.alias_version(name, record.get("alias", "")) != version:
+        return False
+    return bool(record.get("promoted")) or champion == record.get("previous_champion")
+
+
+def run(cfg: DiffCXRConfig, tracker: Tracker | None, force: bool = False) -> dict[str, Any]:
+    """Promote the run folder's generator to champion, or make it challenger; say why in MLflow."""
+    if tracker is None:
+        raise TrackingError("the register stage needs MLflow tracking (the registry is where it acts)")
+    diffusion, evaluation, results = _stage_inputs(cfg)
+    generator = diffusion["summary"]["registered"]["generator"]
+    name, version = generator["name"], int(generator["version"])
+    _check_version(tracker, name, version, diffusion, results)
+    champion = tracker.alias_version(name, cfg.tracking.alias)
+    stage = StageDir(cfg.run_root, STAGE)
+    key = content_key(
+        STAGE, name, version, evaluation["key"], cfg.to_dict()["promotion"],
+        [cfg.tracking.alias, cfg.tracking.challenger_alias],
+    )  # fmt: skip
+    reused = None if force else stage.reuse(key)
+    if reused and _still_holds(tracker, reused["summary"], champion):
+        return reused
+
+    set_id, metrics = eval_set_id(results), eval_metrics(results)
+    _record_eval(tracker, name, version, set_id, metrics, evaluation["key"])
+    champion_metrics: dict[str, float | None] | None = None
+    if champion == version:
+        decision = Decision(True, f"version {version} is already the champion")
+    elif champion is None:
+        decision = decide(metrics, None, cfg.promotion)
+    else:
+        label = f"champion v{champion}"
+        champion_metrics = _champion_metrics(cfg, tracker, name, champion, set_id, stage.uri)
+        if champion_metrics is None:
+            decision = Decision(
+                False,
+                f"{label} was evaluated on another evaluation set and promotion.reevaluate_champion is false, so "
+                "the two cannot be compared; the champion stays",
+            )
+        else:
+            decision = decide(metrics, champion_metrics, cfg.promotion, label)
+
+    alias = cfg.tracking.alias if decision.promote else cfg.tracking.challenger_alias
+    client = tracker.client
+    for tag, value in {"promotion.decision": alias, "promotion.reason": decision.reason,
+                       "promotion.compared_with": str(champion) if champion else "none"}.items():  # fmt: skip
+        client.set_model_version_tag(name, str(version), tag, value[:5000])
+    client.update_model_version(name, str(version), description=f"{alias}: {decision.reason}")
+    tracker.set_alias(name, alias, version)
+    parts = _parts(cfg, diffusion)
+    if decision.promote:
+        for part, part_version in parts.items():
+            tracker.set_alias(part, cfg.tracking.alias, part_version)
+    log.info("register: %s v%s -> @%s (%s)", name, version, alias, decision.reason)
+
+    record = {
+        "model": name,
+        "version": version,
+        "alias": alias,
+        "promoted": decision.promote,
+        "reason": decision.reason,
+        "previous_champion": champion,
+        "metric": cfg.promotion.metric,
+        "eval_set": set_id,
+        "new": metrics,
+        "champion": champion_metrics,
+        "parts": parts,
+        "tracking_uri": tracker.tracking_uri,
+    }
+    uri = stage.path("promotion.json")
+    storage.write_text(uri, json.dumps(record, indent=2))
+    tracker.log_params({"promotion": cfg.to_dict()["promotion"], "register.version": version})
+    tracker.log_metrics(
+        {f"register.new_{m}": v for m, v in metrics.items() if v is not None}
+        | {f"register.champion_{m}": v for m, v in (champion_metrics or {}).items() if v is not None}
+        | {"register.promoted": float(decision.promote)}
+    )
+    tracker.set_tags({"promotion.decision": alias, "promotion.reason": decision.reason[:5000]})
+    tracker.log_dict(record, "register/promotion.json")
+    stage.complete(key, {"promotion": uri}, {"summary": record})
+    return {"skipped": False, "promotion": uri, "summary": record, "key": key, **record}
