@@ -605,7 +605,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--track",
         action="store_true",
-        help="log to MLflow and register diffcxr-text (alias tracking.candidate_alias; the pipeline's register stage promotes)",
+        help="log to MLflow and register diffcxr-text (alias tracking.candidate_alias; the pipeline's "
+        "register stage promotes it)",
     )
     _add_config_args(p)
     p.set_defaults(func=cmd_text_train)
@@ -638,7 +639,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="train (or resume) the U-ViT then the adapter; build the generator; register with --track",
         description="Inputs default to the run folder's filter (manifest, latents) and text (embeddings, model) "
         "outputs. With --track: MLflow metrics, preview grids every diffusion.sample_every steps, and the "
-        "registered models diffcxr-uvit, diffcxr-adapter and diffcxr-generator (alias tracking.candidate_alias until the register stage promotes them).",
+        "registered models diffcxr-uvit, diffcxr-adapter and diffcxr-generator (alias tracking.candidate_alias "
+        "until the register stage promotes them).",
     )
     p.add_argument("--manifest", help="filtered manifest URI (default: <run_root>/filter/manifest.parquet)")
     p.add_argument("--latents", help="latents folder URI (default: <run_root>/filter/latents)")
