@@ -442,6 +442,8 @@ def cmd_pipeline_run(args: argparse.Namespace) -> int:
         forwarded += ["--only", args.only]
     if args.start:
         forwarded += ["--from", args.start]
+    if args.stop:
+        forwarded += ["--to", args.stop]
     if args.force:
         forwarded.append("--force")
     return full_pipeline.main(forwarded)
@@ -748,7 +750,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_args(p)
     p.add_argument("--only", help="run just this stage")
     p.add_argument("--from", dest="start", help="start at this stage")
-    p.add_argument("--force", action="store_true", help="re-run stages even if current")
+    p.add_argument("--to", dest="stop", help="stop after this stage")
+    p.add_argument("--force", action="store_true", help="re-run the selected stages even if current")
     p.set_defaults(func=cmd_pipeline_run)
     return parser
 

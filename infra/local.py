@@ -12,6 +12,7 @@ import argparse
 import contextlib
 import json
 import os
+import shlex
 import shutil
 import signal
 import socket
@@ -27,6 +28,7 @@ from pathlib import Path
 from infra.env import apply_defaults
 
 HOST = "127.0.0.1"
+REPO = Path(__file__).resolve().parent.parent
 
 
 def free_port() -> int:
@@ -133,13 +135,16 @@ def _ray_cli() -> str:
     return shutil.which("ray", path=str(Path(sys.executable).parent)) or "ray"
 
 
-def start_ray_head(num_cpus: int | None = None) -> str:
-    """``ray start --head`` bound to 127.0.0.1; returns the dashboard (job submission) address."""
+def start_ray_head(num_cpus: int | None = None, env: dict[str, str] | None = None) -> str:
+    """``ray start --head`` bound to 127.0.0.1; returns the dashboard (job submission) address.
+
+    ``env`` is added to the head's environment, which every job driver and worker on it inherits
+    (how ``up --ray`` points jobs at the MLflow and moto servers it started)."""
     apply_defaults()
     cmd = [_ray_cli(), "start", "--head", "--node-ip-address", HOST, "--dashboard-host", HOST, "--disable-usage-stats"]
     if num_cpus:
         cmd += ["--num-cpus", str(num_cpus)]
-    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, env={**os.environ, **(env or {})})
     return f"http://{HOST}:8265"
 
 
@@ -154,20 +159,68 @@ def _state_file(state: Path) -> Path:
     return state / "services.json"
 
 
-def up(state: Path, moto: bool, mlflow: bool) -> dict[str, Service]:
-    """Start services and record them (pids, URLs) plus a sourceable ``services.env``."""
+#: Key of a Ray head started by ``up --ray`` in services.json (stopped with ``ray stop``, not by pid).
+RAY_RECORD = "ray"
+
+
+#: Dummy credentials for moto (boto3 refuses to sign without any); a value already set wins.
+MOTO_DEFAULTS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
+
+
+def _client_env(services: dict[str, Service]) -> dict[str, str]:
+    """What a client (a shell, or the jobs on a Ray head we start) needs to use these services."""
+    env = {"DIFFCXR_HOME": os.environ.get("DIFFCXR_HOME") or str(REPO)}
+    if "mlflow" in services:
+        env["MLFLOW_TRACKING_URI"] = services["mlflow"].url
+    if "moto" in services:
+        env["AWS_ENDPOINT_URL"] = env["MLFLOW_S3_ENDPOINT_URL"] = services["moto"].url
+    return env
+
+
+def up(state: Path, moto: bool, mlflow: bool, ray: bool = False, shell_env: bool = False) -> dict[str, Service]:
+    """Start services and record them (pids, URLs) plus a sourceable ``services.env``.
+
+    ``ray``: also a Ray head on 127.0.0.1 whose jobs see the services started here. ``shell_env``:
+    services.env also exports MLFLOW_TRACKING_URI, AWS_ENDPOINT_URL, ... and the Ray addresses for a
+    developer's shell; off for CI, whose tests choose their stores themselves (DIFFCXR_TEST_*)."""
     services: dict[str, Service] = {}
     logs = state / "logs"
-    if moto:
-        services["moto"] = start_moto(logs)
-    if mlflow:
-        services["mlflow"] = start_mlflow(state / "mlflow", logs)
-    _state_file(state).write_text(json.dumps({k: asdict(v) for k, v in services.items()}, indent=2))
+    ray_dashboard = None
+    try:
+        if moto:
+            services["moto"] = start_moto(logs)
+        if mlflow:
+            services["mlflow"] = start_mlflow(state / "mlflow", logs)
+        if ray:
+            head_env = _client_env(services)
+            # a job's `python ...` entrypoint must find this environment's interpreter, not the system one
+            head_env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+            if moto:
+                head_env.update({k: v for k, v in MOTO_DEFAULTS.items() if not os.environ.get(k)})
+            ray_dashboard = start_ray_head(env=head_env)
+    except BaseException:  # one failed: stop the ones already started, nobody else knows about them
+        for service in services.values():
+            service.stop()
+        raise
+    record: dict[str, dict[str, object]] = {k: asdict(v) for k, v in services.items()}
+    if ray_dashboard:
+        record[RAY_RECORD] = {"dashboard": ray_dashboard}
+    _state_file(state).write_text(json.dumps(record, indent=2))
     env = []
     if "moto" in services:
         env.append(f"export DIFFCXR_TEST_S3_ENDPOINT={services['moto'].url}")
     if "mlflow" in services:
         env.append(f"export DIFFCXR_TEST_MLFLOW_URI={services['mlflow'].url}")
+    if shell_env:
+        exports = _client_env(services)
+        if ray_dashboard:
+            # `ray job ...` reads RAY_API_SERVER_ADDRESS (the dashboard); ray.init() and the diffcxr commands read
+            # RAY_ADDRESS, which must be the GCS host:port: an http:// RAY_ADDRESS makes ray.init() fail.
+            exports["RAY_API_SERVER_ADDRESS"] = ray_dashboard
+            exports["RAY_ADDRESS"] = f"{HOST}:6379"
+        env += [f"export {key}={shlex.quote(value)}" for key, value in exports.items()]
+        if moto:  # a shell default, so that real credentials are never written into this file
+            env += [f'export {key}="${{{key}:-{value}}}"' for key, value in MOTO_DEFAULTS.items()]
     (state / "services.env").write_text("\n".join(env) + "\n")
     return services
 
@@ -176,8 +229,11 @@ def down(state: Path) -> None:
     path = _state_file(state)
     if not path.exists():
         return
-    for data in json.loads(path.read_text()).values():
-        Service(**data).stop()
+    for name, data in json.loads(path.read_text()).items():
+        if name == RAY_RECORD:
+            stop_ray_head()
+        else:
+            Service(**data).stop()
     path.unlink()
 
 
@@ -188,13 +244,21 @@ def main(argv: list[str] | None = None) -> int:
     p_up.add_argument("--state", type=Path, default=Path("var/services"))
     p_up.add_argument("--moto", action="store_true", help="moto S3 server")
     p_up.add_argument("--mlflow", action="store_true", help="MLflow server (sqlite backend)")
+    p_up.add_argument("--ray", action="store_true", help="Ray head on 127.0.0.1 (dashboard :8265); `down` stops it")
+    p_up.add_argument(
+        "--shell-env",
+        action="store_true",
+        help="services.env also exports MLFLOW_TRACKING_URI, AWS_ENDPOINT_URL, RAY_ADDRESS, ... for a shell",
+    )
     p_down = sub.add_parser("down", help="stop the services recorded in STATE")
     p_down.add_argument("--state", type=Path, default=Path("var/services"))
     args = parser.parse_args(argv)
     args.state.mkdir(parents=True, exist_ok=True)
     if args.command == "up":
-        for name, svc in up(args.state, args.moto, args.mlflow).items():
+        for name, svc in up(args.state, args.moto, args.mlflow, args.ray, args.shell_env).items():
             print(f"{name}: {svc.url} (pid {svc.pid}, log {svc.log})")
+        if args.ray:
+            print(f"ray: http://{HOST}:8265 (`ray stop` or `python -m infra.local down` stops it)")
     else:
         down(args.state)
     return 0

@@ -88,14 +88,19 @@ STAGES: dict[str, StageFn] = {
 }
 
 
-def select_stages(only: str | None, start: str | None) -> list[str]:
+def select_stages(only: str | None, start: str | None, stop: str | None = None) -> list[str]:
+    """The stages to run: one (``--only``), or from ``start`` up to and including ``stop``."""
     names = list(STAGES)
-    for given, flag in ((only, "--only"), (start, "--from")):
+    for given, flag in ((only, "--only"), (start, "--from"), (stop, "--to")):
         if given is not None and given not in STAGES:
             raise DiffCXRError(f"{flag}: unknown stage '{given}'; stages are {', '.join(names)}")
     if only:
         return [only]
-    return names[names.index(start) :] if start else names
+    first = names.index(start) if start else 0
+    last = names.index(stop) if stop else len(names) - 1
+    if last < first:
+        raise DiffCXRError(f"--to: stage '{stop}' comes before --from stage '{start}'")
+    return names[first : last + 1]
 
 
 def _tracking_failure(exc: BaseException, tracker: Tracker, stage: str | None, cfg: DiffCXRConfig) -> TrackingError:
@@ -180,6 +185,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_config_arguments(parser, "--config", "-p", "--profile")
     parser.add_argument("--only", help=f"run just this stage ({', '.join(STAGES)})")
     parser.add_argument("--from", dest="start", help="start at this stage")
+    parser.add_argument("--to", dest="stop", help="stop after this stage")
     parser.add_argument("--force", action="store_true", help="re-run the selected stages even if current")
     return parser
 
@@ -190,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         cfg = load_config(args.profile, args.overrides)
-        outcomes = run_pipeline(cfg, select_stages(args.only, args.start), force=args.force)
+        outcomes = run_pipeline(cfg, select_stages(args.only, args.start, args.stop), force=args.force)
     except DiffCXRError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -62,6 +62,10 @@ def test_stage_selection() -> None:
     assert select_stages(None, None)[0] == "data"
     assert select_stages("data", None) == ["data"]
     assert select_stages(None, "eval") == ["eval", "register"]
+    assert select_stages(None, "filter", "text") == ["filter", "text"]
+    assert select_stages(None, None, "filter") == ["data", "filter"]
+    with pytest.raises(DiffCXRError, match="--to: stage 'data' comes before --from stage 'text'"):
+        select_stages(None, "text", "data")
     with pytest.raises(DiffCXRError, match="unknown stage 'fitler'; stages are data, filter"):
         select_stages("fitler", None)
 

@@ -307,3 +307,16 @@ def test_an_actor_pool_that_takes_every_cpu_is_refused(ray_local: None) -> None:
     greedy = load_config("tiny", ["ray.data_pool_size=2", "ray.data_cpus_per_actor=1"])
     with pytest.raises(ConfigError, match="= 2 CPUs leaves less than 0.25 of this cluster's 2 CPUs"):
         check_pool_leaves_room(greedy)
+
+
+def test_a_killed_train_worker_is_restarted_from_the_last_checkpoint(
+    ray_local: None, phantom_manifest: str, tmp_path: Path, home: Path
+) -> None:
+    """The rank-0 Train worker process SIGKILLs itself right after the step-8 checkpoint: Ray Train
+    (text.max_failures=1) restarts the worker group, the loop resumes from that checkpoint, the fit ends."""
+    from services.text import stage
+
+    cfg = _train_cfg(**{"text.max_failures": "1"})
+    result = stage.run_train(cfg, None, phantom_manifest, str(tmp_path / "text"), kill_after_step=8)
+    summary = result["summary"]
+    assert summary["steps"] == 12 and summary["resumed_from_step"] == 8, summary

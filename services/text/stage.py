@@ -103,6 +103,7 @@ def train_text(
     tracker: Tracker | None = None,
     num_workers: int | None = None,
     crash_after_step: int | None = None,
+    kill_after_step: int | None = None,
 ) -> dict[str, Any]:
     """Train on the kept train-split pairs; write ``model/``; return the outcome (model included)."""
     from services.text.data import training_dataset
@@ -128,6 +129,7 @@ def train_text(
         tracking=tracking,
         num_workers=num_workers,
         crash_after_step=crash_after_step,
+        kill_after_step=kill_after_step,
     )
     model = ReportEncoder.load_bundle(storage.get_folder(init_uri))
     load_partial_state(model, outcome.state["model"])
@@ -203,8 +205,12 @@ def run_train(
     manifest_bytes: bytes | None = None,
     key: str | None = None,
     rows: list[dict[str, Any]] | None = None,
+    kill_after_step: int | None = None,
 ) -> dict[str, Any]:
-    """Train (or resume), evaluate on held-out pairs, write ``model/`` and ``summary.json``, register."""
+    """Train (or resume), evaluate on held-out pairs, write ``model/`` and ``summary.json``, register.
+
+    ``crash_after_step`` / ``kill_after_step`` are fault-injection hooks for tests: the rank-0 worker raises,
+    or SIGKILLs its own process, right after that step's checkpoint on a run that had not reached it yet."""
     check_trainable(cfg)
     manifest_uri = manifest_uri or default_manifest(cfg)
     out = out_uri or StageDir(cfg.run_root, STAGE).uri
@@ -212,7 +218,7 @@ def run_train(
     key = key or stage_key(cfg, manifest_bytes)
     started = time.perf_counter()
     rows = rows if rows is not None else kept_rows(manifest.parse(manifest_bytes, manifest_uri))
-    trained = train_text(cfg, rows, out, key, tracker, num_workers, crash_after_step)
+    trained = train_text(cfg, rows, out, key, tracker, num_workers, crash_after_step, kill_after_step)
     model, outcome = trained["model"], trained["outcome"]
     heldout, images = load_pairs(heldout_rows(rows), cfg.data.image_size)
     evaluation = {}

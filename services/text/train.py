@@ -13,6 +13,8 @@ crashed worker group by itself.
 from __future__ import annotations
 
 import logging
+import os
+import signal
 import tempfile
 import time
 from dataclasses import dataclass
@@ -121,6 +123,9 @@ def train_loop(config: dict[str, Any]) -> None:
                 _report(model, optimizer, scheduler, step, history, starts, rank, record)
                 if config.get("crash_after_step") == step and resumed_from < step:
                     raise RuntimeError(f"injected crash after step {step} (fault-injection test hook)")
+                if config.get("kill_after_step") == step and resumed_from < step and rank == 0:
+                    time.sleep(2.0)  # let the controller register the checkpoint just reported
+                    os.kill(os.getpid(), signal.SIGKILL)  # a worker process dying, as an OOM kill would
             if step >= text.steps:
                 break
         if batches == 0:
@@ -177,6 +182,7 @@ def train(
     tracking: dict[str, str] | None = None,
     num_workers: int | None = None,
     crash_after_step: int | None = None,
+    kill_after_step: int | None = None,
 ) -> TrainOutcome:
     """Fit (or resume) on Ray Train; returns the final state read back from the last checkpoint."""
     from diffcxr.raytrain import fit
@@ -191,6 +197,7 @@ def train(
         "threads": max(1, int(cfg.ray.cpus_per_worker)),
         "tracking": tracking,
         "crash_after_step": crash_after_step,
+        "kill_after_step": kill_after_step,
     }
     state, metrics, seconds = fit(
         train_loop, loop_config, cfg, dataset, storage_uri, run_name, "text", workers, cfg.text.max_failures
