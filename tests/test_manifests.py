@@ -13,6 +13,8 @@ from __future__ import annotations
 import copy
 import re
 import shlex
+import shutil
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -96,11 +98,11 @@ def _quantity(value: str | int | float) -> float:
 
 
 def _gpu_groups(spec: dict[str, Any]) -> list[dict[str, Any]]:
-    return [
-        g
-        for g in spec.get("workerGroupSpecs", [])
-        if any("nvidia.com/gpu" in c.get("resources", {}).get("limits", {}) for c in g["template"]["spec"]["containers"])
-    ]
+    def asks_for_gpu(group: dict[str, Any]) -> bool:
+        containers = group["template"]["spec"]["containers"]
+        return any("nvidia.com/gpu" in c.get("resources", {}).get("limits", {}) for c in containers)
+
+    return [g for g in spec.get("workerGroupSpecs", []) if asks_for_gpu(g)]
 
 
 def _limits(group: dict[str, Any]) -> dict[str, Any]:
@@ -264,12 +266,10 @@ def test_kuberay_clusters_run_our_image_and_ray_version_with_a_gpu_group(doc: di
     gpu_groups = _gpu_groups(spec)
     assert gpu_groups, "no worker group asks for nvidia.com/gpu"
     for group in gpu_groups:
-        limits = _limits(group)
         (container,) = group["template"]["spec"]["containers"]
+        gpus = container["resources"]["limits"]["nvidia.com/gpu"]
         # extended resources cannot be overcommitted: Kubernetes requires requests == limits for them
-        assert container["resources"]["requests"].get("nvidia.com/gpu", limits["nvidia.com/gpu"]) == limits[
-            "nvidia.com/gpu"
-        ]
+        assert container["resources"].get("requests", {}).get("nvidia.com/gpu", gpus) == gpus
         tolerations = group["template"]["spec"].get("tolerations", [])
         assert any(t.get("key") == "nvidia.com/gpu" and t.get("effect") == "NoSchedule" for t in tolerations)
 
@@ -350,6 +350,30 @@ def test_kustomization_lists_every_manifest_but_the_secrets_example() -> None:
     assert sorted(kustomization["resources"]) == sorted(expected)
     (image,) = kustomization["images"]
     assert image["name"] == IMAGE.split(":")[0] and {"newName", "newTag"} <= set(image)
+
+
+@pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl (with its built-in kustomize) not installed")
+def test_kustomize_build_puts_the_pushed_image_into_every_pod_template() -> None:
+    """The images: transformer must reach the containers inside the KubeRay kinds too, or their pods would
+    pull a `diffcxr:0.1.0` that exists on no registry."""
+    out = subprocess.run(["kubectl", "kustomize", str(K8S)], capture_output=True, text=True, check=True, timeout=120)
+    built = [doc for doc in yaml.safe_load_all(out.stdout) if doc]
+    (kustomization,) = MANIFESTS["kustomization.yaml"]
+    (image,) = kustomization["images"]
+    pushed = f"{image['newName']}:{image['newTag']}"
+    assert sorted(d["kind"] for d in built) == sorted(
+        p.values[0]["kind"] for p in RESOURCES if p.values[0]["kind"] != "Secret"
+    )
+
+    def images(docs: Any) -> list[str]:
+        return [
+            c["image"] for node in _walk(docs) for key in ("containers", "initContainers") for c in node.get(key, [])
+        ]
+
+    source = [i for docs in MANIFESTS.values() for i in images(docs) if i == IMAGE]
+    assert len(source) >= 9  # MLflow plus every Ray head and worker group
+    assert [i for i in images(built) if not i.startswith("postgres:")] == [pushed] * len(source)
+    assert all(d["metadata"].get("namespace") == NAMESPACE for d in built if d["kind"] != "Namespace")
 
 
 # ---------------------------------------------------------------------------- MLflow
