@@ -357,6 +357,17 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_promote(args: argparse.Namespace) -> int:
+    from diffcxr.tracking import Tracker
+    from services.register.stage import promote_manually
+
+    cfg = _load(args)
+    alias = args.alias or cfg.tracking.alias
+    record = promote_manually(Tracker.from_config(cfg), args.name, args.version, alias, args.reason, cfg.tracking.alias)
+    _print_json(record)
+    return 0
+
+
 def cmd_generate(args: argparse.Namespace) -> int:
     from diffcxr import storage
     from services.diffusion.generator import Generator
@@ -730,6 +741,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--track", action="store_true", help="log metrics, tables and the report to MLflow")
     _add_config_args(p)
     p.set_defaults(func=cmd_eval)
+
+    p = groups.add_parser(
+        "promote",
+        help="move a registry alias by hand (a rollback or an override of the promotion gate), with the reason",
+        description="Give VERSION of the generator the champion alias (or --alias), and, for the champion, the parts "
+        "it was built from (text model, U-ViT, adapter, as recorded by the register stage). The reason is stored "
+        "on the version like the gate's. The pipeline's register stage is the normal way in (docs/ORCHESTRATION.md).",
+    )
+    p.add_argument("--version", type=int, required=True, help="registry version to promote")
+    p.add_argument("--reason", required=True, help="why (stored on the model version)")
+    p.add_argument("--alias", help="alias to move (default: tracking.alias, i.e. champion)")
+    p.add_argument("--name", default="diffcxr-generator", help="registered model name (default: diffcxr-generator)")
+    _add_config_args(p)
+    p.set_defaults(func=cmd_promote)
 
     g = groups.add_parser("storage", help="list and copy files by URI (local path or s3://)")
     sub = g.add_subparsers(dest="command", required=True, metavar="COMMAND")

@@ -177,7 +177,9 @@ def _client_env(services: dict[str, Service]) -> dict[str, str]:
     return env
 
 
-def up(state: Path, moto: bool, mlflow: bool, ray: bool = False, shell_env: bool = False) -> dict[str, Service]:
+def up(
+    state: Path, moto: bool, mlflow: bool, ray: bool = False, shell_env: bool = False, mlflow_state: Path | None = None
+) -> dict[str, Service]:
     """Start services and record them (pids, URLs) plus a sourceable ``services.env``.
 
     ``ray``: also a Ray head on 127.0.0.1 whose jobs see the services started here. ``shell_env``:
@@ -190,7 +192,7 @@ def up(state: Path, moto: bool, mlflow: bool, ray: bool = False, shell_env: bool
         if moto:
             services["moto"] = start_moto(logs)
         if mlflow:
-            services["mlflow"] = start_mlflow(state / "mlflow", logs)
+            services["mlflow"] = start_mlflow(mlflow_state or state / "mlflow", logs)
         if ray:
             head_env = _client_env(services)
             # a job's `python ...` entrypoint must find this environment's interpreter, not the system one
@@ -250,12 +252,18 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="services.env also exports MLFLOW_TRACKING_URI, AWS_ENDPOINT_URL, RAY_ADDRESS, ... for a shell",
     )
+    p_up.add_argument(
+        "--mlflow-state",
+        type=Path,
+        help="MLflow sqlite + artefact folder (default STATE/mlflow; start_local.sh shares var/mlflow-server with "
+        "run_local.sh, so both see the same runs and registry)",
+    )
     p_down = sub.add_parser("down", help="stop the services recorded in STATE")
     p_down.add_argument("--state", type=Path, default=Path("var/services"))
     args = parser.parse_args(argv)
     args.state.mkdir(parents=True, exist_ok=True)
     if args.command == "up":
-        for name, svc in up(args.state, args.moto, args.mlflow, args.ray, args.shell_env).items():
+        for name, svc in up(args.state, args.moto, args.mlflow, args.ray, args.shell_env, args.mlflow_state).items():
             print(f"{name}: {svc.url} (pid {svc.pid}, log {svc.log})")
         if args.ray:
             print(f"ray: http://{HOST}:8265 (`ray stop` or `python -m infra.local down` stops it)")

@@ -12,7 +12,7 @@ if [ -f "$state/services.json" ]; then
   exit 1
 fi
 bash infra/bootstrap.sh
-.venv/bin/python -m infra.local up --moto --mlflow --ray --shell-env --state "$state"
+.venv/bin/python -m infra.local up --moto --mlflow --ray --shell-env --state "$state" --mlflow-state var/mlflow-server
 cat <<MSG
 
 Services are up. In your shell:

@@ -20,7 +20,7 @@ from diffcxr.errors import StorageError
 
 #: Seconds per stage measured on this project's 2-core reference machine (README command 1, tiny profile).
 MEASURED: dict[str, dict[str, float]] = {
-    "tiny": {"data": 5, "filter": 35, "text": 90, "diffusion": 225, "eval": 300, "register": 5},
+    "tiny": {"data": 3, "filter": 25, "text": 80, "diffusion": 185, "eval": 250, "register": 1},
 }
 TIMINGS_FILE = "_timings.json"
 

@@ -11,6 +11,8 @@ current) is exercised in seconds. The whole pipeline, gate included, runs in
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import uuid
 from pathlib import Path
 
@@ -115,6 +117,24 @@ def test_register_stage_in_a_real_registry(tmp_path: Path, mlflow_server: str, e
     outcome = gate(other_root, "promotion.reevaluate_champion=false")
     assert outcome["alias"] == "challenger" and "evaluated on another evaluation set" in outcome["reason"]
     assert tracker.alias_version(name, "champion") == better
+
+    # an operator rolls back to the first champion, with the reason on the version (the CLI, as a user would)
+    res = subprocess.run(
+        [sys.executable, "-m", "diffcxr.cli", "promote", "--name", name, "--version", str(first), "--reason",
+         "rollback drill", "--set", f"tracking.uri={mlflow_server}"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert json.loads(res.stdout)["alias"] == "champion" and tracker.alias_version(name, "champion") == first
+    rolled_back = tracker.client.get_model_version(name, str(first))
+    assert rolled_back.description == "champion (manual): rollback drill"
+    assert rolled_back.tags["promotion.reason"] == "manual: rollback drill"
+    res = subprocess.run(
+        [sys.executable, "-m", "diffcxr.cli", "promote", "--name", name, "--version", "999", "--reason", "x",
+         "--set", f"tracking.uri={mlflow_server}"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert res.returncode == 2 and f"version: {name} has no version 999" in res.stderr and "Traceback" not in res.stderr
 
 
 def test_register_refuses_results_of_another_model(tmp_path: Path, mlflow_server: str, experiment_name: str) -> None:

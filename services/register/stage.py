@@ -200,12 +200,13 @@ def run(cfg: DiffCXRConfig, tracker: Tracker | None, force: bool = False) -> dic
 
     alias = cfg.tracking.alias if decision.promote else cfg.tracking.challenger_alias
     client = tracker.client
+    parts = _parts(cfg, diffusion)
     for tag, value in {"promotion.decision": alias, "promotion.reason": decision.reason,
-                       "promotion.compared_with": str(champion) if champion else "none"}.items():  # fmt: skip
+                       "promotion.compared_with": str(champion) if champion else "none",
+                       "promotion.parts": json.dumps(parts, sort_keys=True)}.items():  # fmt: skip
         client.set_model_version_tag(name, str(version), tag, value[:5000])
     client.update_model_version(name, str(version), description=f"{alias}: {decision.reason}")
     tracker.set_alias(name, alias, version)
-    parts = _parts(cfg, diffusion)
     if decision.promote:
         for part, part_version in parts.items():
             tracker.set_alias(part, cfg.tracking.alias, part_version)
@@ -237,3 +238,27 @@ def run(cfg: DiffCXRConfig, tracker: Tracker | None, force: bool = False) -> dic
     tracker.log_dict(record, "register/promotion.json")
     stage.complete(key, {"promotion": uri}, {"summary": record})
     return {"skipped": False, "promotion": uri, "summary": record, "key": key, **record}
+
+
+def promote_manually(tracker: Tracker, name: str, version: int, alias: str, reason: str, champion_alias: str) -> dict:
+    """An operator's decision (a rollback, an override of the gate): ``alias`` on ``name`` version ``version``,
+    and, for the champion alias, on the parts recorded with it, with ``reason`` on the version like the gate's."""
+    if not reason.strip():
+        raise DataError("reason: say why the gate is overridden (it is stored on the model version)")
+    try:
+        found = tracker.client.get_model_version(name, str(version))
+    except MlflowException:
+        raise DataError(f"version: {name} has no version {version} in the registry at {tracker.tracking_uri}") from None
+    parts = {k: int(v) for k, v in json.loads(found.tags.get("promotion.parts") or "{}").items()}
+    note = f"manual: {reason.strip()}"
+    tracker.client.set_model_version_tag(name, str(version), "promotion.decision", alias)
+    tracker.client.set_model_version_tag(name, str(version), "promotion.reason", note[:5000])
+    tracker.client.update_model_version(name, str(version), description=f"{alias} (manual): {reason.strip()}")
+    tracker.set_alias(name, alias, version)
+    moved = {}
+    if alias == champion_alias:
+        for part, part_version in parts.items():
+            tracker.set_alias(part, alias, part_version)
+            moved[part] = part_version
+    log.info("promote: %s v%s -> @%s by hand", name, version, alias)
+    return {"model": name, "version": version, "alias": alias, "reason": note, "parts": moved}
