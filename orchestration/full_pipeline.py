@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -190,16 +192,26 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _stop_requested(signum: int, frame: object) -> None:
+    """``ray job stop`` sends SIGTERM: unwind like Ctrl-C, so the MLflow runs are closed, not left running."""
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
     apply_defaults()
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _stop_requested)
     try:
         cfg = load_config(args.profile, args.overrides)
         outcomes = run_pipeline(cfg, select_stages(args.only, args.start, args.stop), force=args.force)
     except DiffCXRError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("\nstopped: finished stages and checkpoints are kept; run the same command to resume", file=sys.stderr)
+        return 130
     print("\nDone. Where to look:")
     print(f"  MLflow:     {outcomes['tracking_uri']} (run {outcomes['mlflow_run_id']})")
     print(f"  run folder: {cfg.run_root}")
