@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Create .venv (Python 3.11) and install Diff-CXR with its pinned dependencies, plus the system tools the
 # serving tests drive: Chromium + ChromeDriver (web page in a headless browser) and DCMTK (an independent
-# DICOM reader). Idempotent: about 200 s (+ ~90 s of apt) on a fresh machine, a few seconds when installed.
+# DICOM reader), and kubectl (its built-in kustomize renders infra/k8s in the manifest tests).
+# Idempotent: about 200 s (+ ~90 s of apt) on a fresh machine, a few seconds when installed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3.11}
@@ -16,12 +17,13 @@ missing=()
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 command -v chromedriver >/dev/null 2>&1 || missing+=(chromium-driver)
 command -v dcm2pnm >/dev/null 2>&1 || missing+=(dcmtk)
+command -v kubectl >/dev/null 2>&1 || missing+=(kubernetes-client)  # `kubectl kustomize` of infra/k8s in the tests
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     echo "bootstrap: installing ${missing[*]} (apt)"
     DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}" >/dev/null \
       || { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}" >/dev/null; }
   else
-    echo "bootstrap: the serving tests need ${missing[*]} (Debian: apt-get install ${missing[*]})" >&2
+    echo "bootstrap: the tests need ${missing[*]} (Debian: apt-get install ${missing[*]})" >&2
   fi
 fi

@@ -13,7 +13,6 @@ from __future__ import annotations
 import copy
 import re
 import shlex
-import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -352,7 +351,6 @@ def test_kustomization_lists_every_manifest_but_the_secrets_example() -> None:
     assert image["name"] == IMAGE.split(":")[0] and {"newName", "newTag"} <= set(image)
 
 
-@pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl (with its built-in kustomize) not installed")
 def test_kustomize_build_puts_the_pushed_image_into_every_pod_template() -> None:
     """The images: transformer must reach the containers inside the KubeRay kinds too, or their pods would
     pull a `diffcxr:0.1.0` that exists on no registry."""
