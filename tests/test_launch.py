@@ -91,7 +91,8 @@ def test_ctrl_c_mid_diffusion_stops_everything_and_the_next_launch_resumes(tmp_p
     assert (runs / "eval" / "report.html").is_file() and (runs / "register" / "promotion.json").is_file()
     table = manifest.read(str(runs / "data" / "manifest.parquet"))
     assert len(set(table.column("report_id").to_pylist())) == 20
-    client = MlflowClient(f"sqlite:///{state / 'mlflow.db'}")
+    store = f"sqlite:///{state / 'mlflow.db'}"
+    client = MlflowClient(store, registry_uri=store)  # not the registry another test made the process default
     exp = client.get_experiment_by_name("diffcxr")
     stages = {r.data.tags.get("diffcxr.stage") for r in client.search_runs([exp.experiment_id])}
     assert {"pipeline", "data", "filter", "text", "diffusion", "eval", "register"} <= stages

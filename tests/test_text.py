@@ -312,11 +312,14 @@ def test_an_actor_pool_that_takes_every_cpu_is_refused(ray_local: None) -> None:
 def test_a_killed_train_worker_is_restarted_from_the_last_checkpoint(
     ray_local: None, phantom_manifest: str, tmp_path: Path, home: Path
 ) -> None:
-    """The rank-0 Train worker process SIGKILLs itself right after the step-8 checkpoint: Ray Train
-    (text.max_failures=1) restarts the worker group, the loop resumes from that checkpoint, the fit ends."""
+    """The rank-0 Train worker process SIGKILLs itself right after the step-8 checkpoint (first attempt only):
+    Ray Train (text.max_failures=1) restarts the worker group, the loop resumes from the last checkpoint the
+    controller had registered (step 8, or step 4 when the kill beat the registration), and the fit ends."""
     from services.text import stage
 
     cfg = _train_cfg(**{"text.max_failures": "1"})
-    result = stage.run_train(cfg, None, phantom_manifest, str(tmp_path / "text"), kill_after_step=8)
-    summary = result["summary"]
-    assert summary["steps"] == 12 and summary["resumed_from_step"] == 8, summary
+    rows = stage.kept_rows(manifest.read(phantom_manifest))
+    trained = stage.train_text(cfg, rows, str(tmp_path / "text"), "kill", kill_after_step=8)
+    outcome = trained["outcome"]
+    assert outcome.state["step"] == 12 and outcome.resumed_from in (4, 8), outcome.state["starts"]
+    assert outcome.state["starts"] == [0, outcome.resumed_from]  # one restart, from a checkpoint

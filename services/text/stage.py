@@ -209,8 +209,9 @@ def run_train(
 ) -> dict[str, Any]:
     """Train (or resume), evaluate on held-out pairs, write ``model/`` and ``summary.json``, register.
 
-    ``crash_after_step`` / ``kill_after_step`` are fault-injection hooks for tests: the rank-0 worker raises,
-    or SIGKILLs its own process, right after that step's checkpoint on a run that had not reached it yet."""
+    ``crash_after_step`` / ``kill_after_step`` are fault-injection hooks for tests, right after that step's
+    checkpoint: the rank-0 worker raises (on a run that had not reached the step yet), or SIGKILLs its own
+    process (on the fit's first attempt, so Ray Train's restart is not killed again)."""
     check_trainable(cfg)
     manifest_uri = manifest_uri or default_manifest(cfg)
     out = out_uri or StageDir(cfg.run_root, STAGE).uri

@@ -123,7 +123,7 @@ def train_loop(config: dict[str, Any]) -> None:
                 _report(model, optimizer, scheduler, step, history, starts, rank, record)
                 if config.get("crash_after_step") == step and resumed_from < step:
                     raise RuntimeError(f"injected crash after step {step} (fault-injection test hook)")
-                if config.get("kill_after_step") == step and resumed_from < step and rank == 0:
+                if config.get("kill_after_step") == step and len(starts) == 1 and rank == 0:  # first attempt only
                     time.sleep(2.0)  # let the controller register the checkpoint just reported
                     os.kill(os.getpid(), signal.SIGKILL)  # a worker process dying, as an OOM kill would
             if step >= text.steps:
