@@ -152,6 +152,25 @@ def _parts(cfg: DiffCXRConfig, diffusion: dict[str, Any]) -> dict[str, int]:
     return parts
 
 
+def _apply(
+    tracker: Tracker,
+    name: str,
+    version: int,
+    alias: str,
+    description: str,
+    parts: dict[str, int],
+    tags: dict[str, str],
+) -> None:
+    """Record a decision on the version (``promotion.decision`` plus ``tags``, the description), move ``alias``
+    to it, and the same alias to ``parts`` (model name → version): the gate's and an operator's path alike."""
+    for tag, value in {"promotion.decision": alias, **tags}.items():
+        tracker.client.set_model_version_tag(name, str(version), tag, value[:5000])
+    tracker.client.update_model_version(name, str(version), description=description)
+    tracker.set_alias(name, alias, version)
+    for part, part_version in parts.items():
+        tracker.set_alias(part, alias, part_version)
+
+
 def _still_holds(tracker: Tracker, record: dict[str, Any], champion: int | None) -> bool:
     """A recorded decision stays current while its alias still points at the version and, for a challenger,
     the champion it lost to is still the champion."""
@@ -199,17 +218,10 @@ def run(cfg: DiffCXRConfig, tracker: Tracker | None, force: bool = False) -> dic
             decision = decide(metrics, champion_metrics, cfg.promotion, label)
 
     alias = cfg.tracking.alias if decision.promote else cfg.tracking.challenger_alias
-    client = tracker.client
     parts = _parts(cfg, diffusion)
-    for tag, value in {"promotion.decision": alias, "promotion.reason": decision.reason,
-                       "promotion.compared_with": str(champion) if champion else "none",
-                       "promotion.parts": json.dumps(parts, sort_keys=True)}.items():  # fmt: skip
-        client.set_model_version_tag(name, str(version), tag, value[:5000])
-    client.update_model_version(name, str(version), description=f"{alias}: {decision.reason}")
-    tracker.set_alias(name, alias, version)
-    if decision.promote:
-        for part, part_version in parts.items():
-            tracker.set_alias(part, cfg.tracking.alias, part_version)
+    _apply(tracker, name, version, alias, f"{alias}: {decision.reason}", parts if decision.promote else {}, {
+        "promotion.reason": decision.reason, "promotion.compared_with": str(champion) if champion else "none",
+        "promotion.parts": json.dumps(parts, sort_keys=True)})  # fmt: skip
     log.info("register: %s v%s -> @%s (%s)", name, version, alias, decision.reason)
 
     record = {
@@ -251,14 +263,7 @@ def promote_manually(tracker: Tracker, name: str, version: int, alias: str, reas
         raise DataError(f"version: {name} has no version {version} in the registry at {tracker.tracking_uri}") from None
     parts = {k: int(v) for k, v in json.loads(found.tags.get("promotion.parts") or "{}").items()}
     note = f"manual: {reason.strip()}"
-    tracker.client.set_model_version_tag(name, str(version), "promotion.decision", alias)
-    tracker.client.set_model_version_tag(name, str(version), "promotion.reason", note[:5000])
-    tracker.client.update_model_version(name, str(version), description=f"{alias} (manual): {reason.strip()}")
-    tracker.set_alias(name, alias, version)
-    moved = {}
-    if alias == champion_alias:
-        for part, part_version in parts.items():
-            tracker.set_alias(part, alias, part_version)
-            moved[part] = part_version
+    moved = parts if alias == champion_alias else {}
+    _apply(tracker, name, version, alias, f"{alias} (manual): {reason.strip()}", moved, {"promotion.reason": note})
     log.info("promote: %s v%s -> @%s by hand", name, version, alias)
     return {"model": name, "version": version, "alias": alias, "reason": note, "parts": moved}
