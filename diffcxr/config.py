@@ -88,6 +88,13 @@ class PromotionConfig(Section):
         ge=0,
         description="Guard: relative domain-FID increase over the champion's that blocks promotion (null: no guard).",
     )
+    min_mauc: float | None = Field(
+        0.6,
+        ge=0,
+        le=1,
+        description="Absolute floor: a generator whose eval mAUC is below it (or undefined) stays candidate and is "
+        "never made champion, even when there is no champion yet (null: no floor). Chance is 0.5.",
+    )
     reevaluate_champion: bool = Field(
         True,
         description="When the champion was scored on another eval set, score it on this one before comparing "
@@ -99,9 +106,20 @@ class RayConfig(Section):
     address: str | None = Field(None, description="Ray address; null = the job's cluster or a local one.")
     num_workers: int = Field(2, ge=1, description="Ray Train workers.")
     cpus_per_worker: float = Field(1.0, gt=0)
+    threads_per_worker: int | None = Field(
+        None,
+        ge=1,
+        description="torch threads in each Ray Train worker (null: its CPU reservation, at least 1). A lone worker "
+        "on a small machine may use every core while it reserves fewer, leaving room for Ray Data's feeding.",
+    )
     use_gpu: bool = False
     data_pool_size: int = Field(1, ge=1, description="Ray Data actor-pool size for encoding/generation.")
     data_cpus_per_actor: float = Field(0.5, gt=0)
+
+    @property
+    def train_threads(self) -> int:
+        """torch threads a Ray Train worker runs with."""
+        return self.threads_per_worker or max(1, int(self.cpus_per_worker))
 
 
 class DataConfig(Section):
@@ -252,6 +270,19 @@ class DiffusionConfig(Section):
     beta_start: float = Field(0.00085, gt=0)
     beta_end: float = Field(0.012, gt=0)
     beta_schedule: Literal["scaled_linear", "linear"] = "scaled_linear"
+    prediction_type: Literal["v_prediction", "epsilon"] = Field(
+        "v_prediction",
+        description="What the U-ViT predicts. v keeps the sampler's image estimate bounded at high noise; "
+        "epsilon (the paper's) divides its error by sqrt(alpha_bar) ~ 0.07 at t=999 and needs long training.",
+    )
+    min_snr_gamma: float = Field(
+        5.0, ge=0, description="Min-SNR-gamma loss weighting (Hang et al. 2023); 0 = plain MSE."
+    )
+    normalize_latents: bool = Field(
+        True,
+        description="Standardise each latent channel with the training set's mean/std (stored with the model, "
+        "undone before decoding). TAEF2's channels are not standardised: means -0.9..1.1, stds 0.4..1.2.",
+    )
     grad_clip: float = Field(1.0, ge=0, description="Max gradient norm (0 = no clipping).")
     checkpoint_every: int = Field(5000, ge=1, description="Steps between checkpoints (a re-run resumes from the last).")
     log_every: int = Field(50, ge=1, description="Steps between loss/lr logs to MLflow.")
@@ -365,6 +396,9 @@ class EvalConfig(Section):
     downstream_fractions: list[float] = Field([0.01, 0.1, 1.0], min_length=1)
     downstream_steps: int = Field(1000, ge=1, description="Training steps of each downstream classifier.")
     grid_per_disease: int = Field(4, ge=1, le=16, description="Real and generated images per disease in the report.")
+    bootstrap: int = Field(
+        1000, ge=0, description="Resamples for the 95% intervals of every per-disease AUC and mAUC (0: none)."
+    )
 
     @model_validator(mode="after")
     def _check(self) -> EvalConfig:

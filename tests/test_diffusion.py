@@ -149,19 +149,26 @@ def test_seeded_sampling_is_reproducible_and_independent_of_the_batch() -> None:
     assert not torch.allclose(first[0], run(context[:1], [10])[0])
 
 
+@pytest.mark.parametrize("prediction", ["v_prediction", "epsilon"])
 @pytest.mark.parametrize("kind", ["dpm-solver++", "ddim"])
-def test_sampler_draws_the_right_distribution_for_an_exact_denoiser(kind: str) -> None:
-    """For Gaussian latents N(0, s²) the optimal ε-predictor is known in closed form; fed to the sampler on the
-    training schedule it must give latents with standard deviation s (schedule, timesteps and solver wired right)."""
+def test_sampler_draws_the_right_distribution_for_an_exact_denoiser(kind: str, prediction: str) -> None:
+    """For Gaussian latents N(0, s²) the optimal ε- and v-predictors are known in closed form; fed to the sampler
+    on the training schedule they must give latents with standard deviation s (schedule, timesteps, prediction
+    type and solver wired right)."""
     from services.diffusion.schedulers import training_scheduler
 
-    schedule = schedule_of(DiffusionConfig())
+    schedule = schedule_of(DiffusionConfig(prediction_type=prediction))
+    assert schedule["prediction_type"] == prediction
     alphas = training_scheduler(schedule).alphas_cumprod
     s = 0.8
 
     def exact(x, t, c, h):  # noqa: ANN001, ANN202
         a = alphas[t].view(-1, 1, 1, 1)
-        return (1 - a).sqrt() * x / (a * s**2 + 1 - a)
+        eps = (1 - a).sqrt() * x / (a * s**2 + 1 - a)  # E[ε | x_t]
+        if prediction == "epsilon":
+            return eps
+        x0 = a.sqrt() * s**2 * x / (a * s**2 + 1 - a)  # E[x0 | x_t]
+        return a.sqrt() * eps - (1 - a).sqrt() * x0  # v = sqrt(ᾱ)·ε − sqrt(1−ᾱ)·x0
 
     context = torch.zeros(64, 4, 8)
     latents = sample_latents(
@@ -312,3 +319,48 @@ def test_a_diverging_loss_stops_training_naming_step_and_batch(upstream: str, tm
 
     with pytest.raises(DiffCXRError, match=r"diverged: loss is nan at step 3 \(batch sample ids \['phantom:"):
         stage.run(_cfg(upstream), out_uri=str(tmp_path / "nan"), poison_after_step={"uvit": 2})
+
+
+def test_latent_stats_standardise_each_channel_and_round_trip() -> None:
+    from services.diffusion.latents import LatentStats
+
+    g = torch.Generator().manual_seed(0)
+    offsets, scales = torch.linspace(-0.9, 1.1, 8).view(1, 8, 1, 1), torch.linspace(0.4, 1.2, 8).view(1, 8, 1, 1)
+    latents = torch.randn(64, 8, 4, 4, generator=g) * scales + offsets  # TAEF2-like: unstandardised channels
+    stats = LatentStats.of(latents.numpy())
+    z = stats.normalize(latents)
+    assert torch.allclose(z.mean((0, 2, 3)), torch.zeros(8), atol=1e-5)
+    assert torch.allclose(z.std((0, 2, 3), unbiased=False), torch.ones(8), atol=1e-4)
+    assert torch.allclose(stats.denormalize(z), latents, atol=1e-5)
+    restored = LatentStats.from_spec(stats.to_dict(), 8)
+    assert restored == stats
+    assert torch.equal(LatentStats.from_spec(None, 8).denormalize(latents), latents)  # older models: identity
+    with pytest.raises(ValueError, match="latent_stats: 8 channels recorded, the latent has 4"):
+        LatentStats.from_spec(stats.to_dict(), 4)
+
+
+@pytest.mark.parametrize("prediction", ["v_prediction", "epsilon"])
+def test_denoising_loss_targets_and_min_snr_weights(prediction: str) -> None:
+    from diffusers.training_utils import compute_snr
+
+    from services.diffusion.objective import denoising_loss, min_snr_weights
+    from services.diffusion.schedulers import training_scheduler
+
+    scheduler = training_scheduler(schedule_of(DiffusionConfig(prediction_type=prediction)))
+    g = torch.Generator().manual_seed(0)
+    x0, noise = torch.randn(6, 4, 2, 2, generator=g), torch.randn(6, 4, 2, 2, generator=g)
+    t = torch.tensor([0, 10, 200, 500, 900, 999])
+    target = noise if prediction == "epsilon" else scheduler.get_velocity(x0, noise, t)
+
+    def oracle(noisy, timesteps, context):  # noqa: ANN001, ANN202 - knows the answer
+        assert torch.equal(noisy, scheduler.add_noise(x0, noise, timesteps))
+        return target
+
+    assert float(denoising_loss(oracle, scheduler, x0, noise, t, torch.zeros(6, 1, 1), min_snr_gamma=5.0)) == 0.0
+    snr = compute_snr(scheduler, t)
+    weights = min_snr_weights(scheduler, t, 5.0)
+    expected = snr.clamp(max=5.0) / (snr + 1 if prediction == "v_prediction" else snr)
+    assert torch.allclose(weights, expected) and weights[0] < 1.0  # the easy low-noise steps are down-weighted
+    zero = lambda noisy, timesteps, context: torch.zeros_like(noisy)  # noqa: E731
+    plain = denoising_loss(zero, scheduler, x0, noise, t, torch.zeros(6, 1, 1))
+    assert torch.isclose(plain, target.pow(2).mean())

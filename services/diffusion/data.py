@@ -18,6 +18,7 @@ import pyarrow as pa
 
 from diffcxr.errors import DataError
 from diffcxr.labeling.sentences import NO_FINDING_SENTENCE
+from services.diffusion.latents import LatentStats
 from services.filter.encode import read_latents
 from services.text.embed import Embeddings, sentence_id
 
@@ -34,6 +35,7 @@ class TrainingSet:
     context_shape: tuple[int, int]
     autoencoder_id: str
     missing: dict[str, str] = field(default_factory=dict)  # sample_id → why it is not trained on
+    latent_stats: LatentStats | None = None  # per-channel standardisation (None: latents used as encoded)
 
     def payload(self) -> dict[str, Any]:
         """What every worker needs besides its dataset shard."""
@@ -42,12 +44,19 @@ class TrainingSet:
             "unconditional": self.unconditional,
             "latent_shape": list(self.latent_shape),
             "context_shape": list(self.context_shape),
+            "latent_stats": self.latent_stats.to_dict() if self.latent_stats else None,
         }
 
 
 def build_training_set(
-    rows: list[dict[str, Any]], latents_uri: str, embeddings: Embeddings, latent_shape: tuple[int, int, int]
+    rows: list[dict[str, Any]],
+    latents_uri: str,
+    embeddings: Embeddings,
+    latent_shape: tuple[int, int, int],
+    normalize: bool = True,
 ) -> TrainingSet:
+    """Pairs every train row with its latent and contexts; ``normalize`` computes the per-channel latent
+    stats of exactly the rows trained on."""
     ids, latents, errors, ae_id = read_latents(latents_uri, latent_shape)
     latent_of = dict(zip(ids, latents, strict=True))
     index = embeddings.index()
@@ -95,6 +104,7 @@ def build_training_set(
         context_shape=tuple(embeddings.meta["context_shape"]),
         autoencoder_id=ae_id,
         missing=missing,
+        latent_stats=LatentStats.of(np.stack([k[1] for k in kept])) if normalize else None,
     )
 
 

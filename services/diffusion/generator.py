@@ -107,6 +107,7 @@ def build_bundle(
         "labeler": {"kind": "rules", "uncertain_policy": labeler.uncertain_policy},
         "sampling": sampling.model_dump(mode="json"),
         "schedule": uvit_spec["schedule"],
+        "latent_stats": uvit_spec.get("latent_stats"),
         "registry": versions or {},
     }
     if uvit_spec.get("autoencoder_id") and uvit_spec["autoencoder_id"] != ae.id:

@@ -28,6 +28,7 @@ import torch
 from diffcxr.config import AutoencoderConfig, SamplingConfig
 from diffcxr.errors import DataError
 from diffcxr.labeling.sentences import NO_FINDING_SENTENCE, disease_sentence
+from services.diffusion.latents import LatentStats
 from services.diffusion.sampling import sample_latents
 from services.diffusion.weights import ADAPTER, UVIT, load_adapted, load_uvit
 
@@ -124,6 +125,7 @@ class DenoiserPart:
         self.has_adapter = bool(self.spec.get("adapter"))
         self.sampling = SamplingConfig(**self.spec["sampling"])
         self.latent_shape = tuple(self.spec["autoencoder"]["latent_shape"])
+        self.latent_stats = LatentStats.from_spec(self.spec.get("latent_stats"), self.latent_shape[0])
 
     @torch.no_grad()
     def sample(
@@ -135,7 +137,8 @@ class DenoiserPart:
         steps: int,
         guidance: float,
     ) -> np.ndarray:
-        """Latents (B, C, h, w) for contexts (B, K, d) — one image per seed, all with the same steps and guidance."""
+        """Autoencoder latents (B, C, h, w) for contexts (B, K, d) — one image per seed, all with the same steps
+        and guidance; the U-ViT's standardised latents are mapped back with the model's ``latent_stats``."""
         model = self.model
 
         def denoiser(x, t, c, h):  # noqa: ANN001, ANN202
@@ -155,7 +158,7 @@ class DenoiserPart:
             uncond_hint=uncond_t,
             scheduler_kind=self.sampling.scheduler,
         )
-        return latents.numpy()
+        return self.latent_stats.denormalize(latents).numpy()
 
 
 class DecoderPart:

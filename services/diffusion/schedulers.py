@@ -1,9 +1,9 @@
 """Noise schedules from diffusers: one place that turns the config into schedulers.
 
-Training adds noise with ``DDPMScheduler`` (SD's scaled-linear betas,
-ε-prediction); sampling uses ``DPMSolverMultistepScheduler`` (DPM-Solver++,
+Training adds noise with ``DDPMScheduler`` (SD's scaled-linear betas, v- or
+ε-prediction as configured); sampling uses ``DPMSolverMultistepScheduler`` (DPM-Solver++,
 order 2) or DDIM on the *same* betas, so a model is always sampled on the
-schedule it was trained on (the betas are saved with the model).
+schedule and prediction type it was trained with (both are saved with the model).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ def schedule_of(cfg: DiffusionConfig) -> dict[str, Any]:
         "beta_start": cfg.beta_start,
         "beta_end": cfg.beta_end,
         "beta_schedule": cfg.beta_schedule,
-        "prediction_type": "epsilon",
+        "prediction_type": cfg.prediction_type,
     }
 
 

@@ -113,7 +113,9 @@ def run(
     if not train_rows:
         raise DataError(f"manifest '{paths['manifest']}' has no kept train-split rows with images")
     embeddings = read_embeddings(paths["embeddings"])
-    data = build_training_set(train_rows, paths["latents"], embeddings, cfg.latent_shape)
+    data = build_training_set(
+        train_rows, paths["latents"], embeddings, cfg.latent_shape, normalize=cfg.diffusion.normalize_latents
+    )
     if not data.autoencoder_id.startswith(cfg.autoencoder.kind):
         raise DataError(
             f"latents under {paths['latents']} come from '{data.autoencoder_id}' but autoencoder.kind is "
@@ -130,6 +132,7 @@ def run(
         **model_meta(cfg, net_cfg, data.context_shape, data.autoencoder_id),
         "text_weights_sha256": embeddings.meta.get("weights_sha256"),
         "stage_key": key,
+        "latent_stats": data.latent_stats.to_dict() if data.latent_stats else None,
     }
     common = {"payload": data.payload(), "tracking": tracking, "preview": preview, "num_workers": num_workers}
     outcomes: dict[str, TrainOutcome | None] = {"uvit": None, "adapter": None}

@@ -1,7 +1,8 @@
 """Two-stage denoiser training on Ray Train.
 
-Stage ``uvit``: the U-ViT on (latent, report context) pairs; ε-prediction MSE
-with noise from diffusers' ``DDPMScheduler`` (SD's scaled-linear betas), AdamW
+Stage ``uvit``: the U-ViT on (standardised latent, report context) pairs;
+v-prediction (or ε) MSE with Min-SNR-γ weights (:mod:`.objective`), noise from
+diffusers' ``DDPMScheduler`` (SD's scaled-linear betas), AdamW
 (lr 2e-4, wd 0.03, betas 0.9/0.9), linear warm-up, EMA (diffusers
 ``EMAModel``), ``diffusion.p_uncond`` of the samples trained on the
 unconditional context. Stage ``adapter``: the U-ViT frozen (its EMA weights),
@@ -68,12 +69,13 @@ def train_loop(config: dict[str, Any]) -> None:
     import ray.train
     import ray.train.torch
     import torch
-    import torch.nn.functional as F
     from diffusers.optimization import get_constant_schedule_with_warmup
     from diffusers.training_utils import EMAModel
 
     from diffcxr.config import AdapterConfig, DiffusionConfig
     from services.diffusion.data import decode_batch
+    from services.diffusion.latents import LatentStats
+    from services.diffusion.objective import denoising_loss
     from services.diffusion.schedulers import training_scheduler
 
     stage = config["stage"]
@@ -87,6 +89,7 @@ def train_loop(config: dict[str, Any]) -> None:
     torch.set_num_threads(config["threads"])
     payload = config["payload"]
     uncond = torch.from_numpy(payload["unconditional"]).float()
+    stats = LatentStats.from_spec(payload.get("latent_stats"), payload["latent_shape"][0])
 
     model, params = _build(stage, config)
     optimizer = torch.optim.AdamW(
@@ -134,19 +137,18 @@ def train_loop(config: dict[str, Any]) -> None:
             batches += 1
             batch = decode_batch(raw, payload)
             gen = torch.Generator().manual_seed(((config["seed"] * 1_000_003 + step) * 1009 + rank) % (2**63))
-            latents, context, hint = batch["latent"], batch["context"], batch["hint"]
+            latents, context, hint = stats.normalize(batch["latent"]), batch["context"], batch["hint"]
             n = latents.shape[0]
             noise = torch.randn(latents.shape, generator=gen)
             timesteps = torch.randint(0, noise_scheduler.config.num_train_timesteps, (n,), generator=gen)
             blank = torch.rand(n, generator=gen) < p_uncond
             context = torch.where(blank[:, None, None], uncond.expand_as(context), context)
-            noisy = noise_scheduler.add_noise(latents, noise, timesteps)
-            if stage == "uvit":
-                pred = ddp(noisy, timesteps, context)
-            else:
-                hint = torch.where(blank[:, None, None], uncond.expand_as(hint), hint)
-                pred = ddp(noisy, timesteps, context, hint)
-            loss = F.mse_loss(pred, noise)
+            conditions = [context]
+            if stage == "adapter":
+                conditions.append(torch.where(blank[:, None, None], uncond.expand_as(hint), hint))
+            loss = denoising_loss(
+                ddp, noise_scheduler, latents, noise, timesteps, *conditions, min_snr_gamma=dcfg.min_snr_gamma
+            )
             if not torch.isfinite(loss):
                 log.error("%s: non-finite loss at step %d, batch %s", stage, step + 1, batch["sample_id"])
                 raise NonFiniteLoss(
@@ -238,6 +240,7 @@ class Preview:
 
         from diffcxr.autoencoders.frozen import load_autoencoder
         from diffcxr.config import AutoencoderConfig, SamplingConfig
+        from services.diffusion.latents import LatentStats
 
         self.stage = stage
         self.spec = config["preview"]
@@ -245,6 +248,7 @@ class Preview:
         self.sampling = SamplingConfig(**config["sampling"])
         self.latent_shape = tuple(config["payload"]["latent_shape"])
         self.uncond = torch.from_numpy(config["payload"]["unconditional"]).float()
+        self.stats = LatentStats.from_spec(config["payload"].get("latent_stats"), self.latent_shape[0])
         self.ae = load_autoencoder(AutoencoderConfig(**config["autoencoder"]))
 
     def log(self, client: Any, run_id: str, model: Any, ema: Any, params: list, step: int) -> None:
@@ -266,7 +270,7 @@ class Preview:
                 denoiser, self.schedule, contexts, self.uncond, self.spec["seeds"], self.latent_shape,
                 self.sampling.steps, self.sampling.guidance, hint=hints, uncond_hint=self.uncond,
             )  # fmt: skip
-            images = self.ae.decode(latents).mean(1).clamp(0, 1).numpy()
+            images = self.ae.decode(self.stats.denormalize(latents)).mean(1).clamp(0, 1).numpy()
             png = grid_png(images, self.spec["labels"], f"{self.stage} step {step} (EMA)")
             with tempfile.TemporaryDirectory() as tmp:
                 path = Path(tmp, f"{self.stage}_step_{step:07d}.png")
@@ -338,7 +342,7 @@ def train(
         "payload": payload,
         "preview": preview,
         "seed": cfg.project.seed,
-        "threads": max(1, int(cfg.ray.cpus_per_worker)),
+        "threads": cfg.ray.train_threads,
         "tracking": tracking,
         "crash_after_step": crash_after_step,
         "poison_after_step": poison_after_step,

@@ -148,7 +148,7 @@ def train_classifier(
         cfg = cfg.model_copy(update={"ray": cfg.ray.model_copy(update={"cpus_per_worker": cfg.eval.classifier_cpus})})
     loop_config = {
         "steps": steps, "batch_size": cfg.eval.classifier_batch_size, "lr": cfg.eval.classifier_lr,
-        "image_size": size, "seed": cfg.project.seed, "threads": max(1, int(cfg.ray.cpus_per_worker)),
+        "image_size": size, "seed": cfg.project.seed, "threads": cfg.ray.train_threads,
     }  # fmt: skip
     state, _, seconds = fit(
         train_loop, loop_config, cfg, ray.data.from_items(rows), storage_uri, run_name, f"classifier '{run_name}'"

@@ -194,7 +194,7 @@ def train(
         "text": cfg.text.model_dump(mode="json"),
         "init_uri": init_uri,
         "seed": cfg.project.seed,
-        "threads": max(1, int(cfg.ray.cpus_per_worker)),
+        "threads": cfg.ray.train_threads,
         "tracking": tracking,
         "crash_after_step": crash_after_step,
         "kill_after_step": kill_after_step,
