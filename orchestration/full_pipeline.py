@@ -241,7 +241,11 @@ def main(argv: list[str] | None = None) -> int:
         promotion = _promotion(register["promotion"])
         print(f"  registry:   {promotion['model']} version {promotion['version']} is @{promotion['alias']}: "
               f"{promotion['reason']}")  # fmt: skip
-        print(f"              serve it: diffcxr serve --model models:/{promotion['model']}@{cfg.tracking.alias}")
+        uri = f"models:/{promotion['model']}@{promotion['alias']}"
+        if promotion.get("promoted"):
+            print(f"              serve it: diffcxr serve --model {uri}")
+        else:
+            print(f"              not promoted; to try it anyway: diffcxr serve --model {uri}")
     return 0
 
 

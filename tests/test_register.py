@@ -29,8 +29,12 @@ RULES = PromotionConfig()
 
 
 def test_the_rule_on_numbers() -> None:
-    assert decide({"mAUC": 0.6}, None, RULES).promote
-    assert decide({"mAUC": None}, None, RULES).promote  # no champion: anything measured becomes champion
+    assert decide({"mAUC": 0.6}, None, RULES).promote  # no champion: anything at or above the floor wins
+    for noise in (0.47, None):  # below the absolute floor, or unmeasured: never champion, even with none yet
+        refused = decide({"mAUC": noise, "fid_domain": 5}, None, RULES)
+        assert not refused.promote and refused.below_floor and "below the floor 0.6" in refused.reason
+        assert decide({"mAUC": noise}, {"mAUC": 0.3}, RULES).below_floor
+    assert decide({"mAUC": None}, None, PromotionConfig(min_mauc=None)).promote  # the floor can be switched off
     tie = decide({"mAUC": 0.6, "fid_domain": 5}, {"mAUC": 0.6, "fid_domain": 5}, RULES, "champion v1")
     assert not tie.promote and tie.reason == "mAUC 0.6000 vs champion v1's 0.6000: not higher"
     assert decide({"mAUC": 0.61, "fid_domain": 5}, {"mAUC": 0.6, "fid_domain": 5}, RULES).promote
@@ -42,10 +46,11 @@ def test_the_rule_on_numbers() -> None:
     assert decide({"mAUC": 0.7, "fid_domain": 13.0}, {"mAUC": 0.6, "fid_domain": 10.0},
                   PromotionConfig(max_fid_regression=None)).promote  # fmt: skip
     fid = PromotionConfig(metric="fid_domain")
-    assert decide({"fid_domain": 9.0}, {"fid_domain": 10.0}, fid).promote
-    assert not decide({"fid_domain": 11.0}, {"fid_domain": 10.0}, fid).promote
+    assert decide({"fid_domain": 9.0, "mAUC": 0.7}, {"fid_domain": 10.0}, fid).promote
+    assert not decide({"fid_domain": 11.0, "mAUC": 0.7}, {"fid_domain": 10.0}, fid).promote
+    assert decide({"fid_domain": 1.0, "mAUC": 0.5}, {"fid_domain": 10.0}, fid).below_floor  # whatever the metric
     assert not decide({"mAUC": None}, {"mAUC": 0.5}, RULES).promote
-    assert decide({"mAUC": 0.5}, {"mAUC": None}, RULES).promote
+    assert decide({"mAUC": 0.65}, {"mAUC": None}, RULES).promote
 
 
 def _trained_run(root: Path, tracker: Tracker, name: str, mauc: float | None, fid: float, eval_set: str = "a"):
@@ -87,6 +92,13 @@ def test_register_stage_in_a_real_registry(tmp_path: Path, mlflow_server: str, e
                                    f"tracking.experiment={experiment_name}", *extra])  # fmt: skip
         with tracker.run("register"):
             return register.run(cfg, tracker)
+
+    noise_root, noise = _trained_run(tmp_path, tracker, name, 0.4673, 9334.0)  # today's tiny: chance level
+    outcome = gate(noise_root)
+    assert outcome["alias"] == "candidate" and not outcome["promoted"]
+    assert outcome["reason"].startswith("mAUC 0.4673 is below the floor 0.6 (promotion.min_mauc)")
+    assert tracker.alias_version(name, "champion") is None and tracker.alias_version(name, "candidate") == noise
+    assert tracker.client.get_model_version(name, str(noise)).tags["promotion.decision"] == "candidate"
 
     first_root, first = _trained_run(tmp_path, tracker, name, 0.60, 10.0)
     outcome = gate(first_root)

@@ -23,10 +23,24 @@ class Decision:
 
     promote: bool
     reason: str
+    below_floor: bool = False  # refused by the absolute floor: the version stays candidate, not challenger
 
 
 def _fmt(value: float | None) -> str:
     return "undefined" if value is None else f"{value:.4f}"
+
+
+def below_floor(new: Mapping[str, float | None], rules: PromotionConfig) -> Decision | None:
+    """The absolute floor's refusal when the new generator's mAUC is below ``min_mauc`` or undefined, else None."""
+    floor = rules.min_mauc
+    if floor is None or (new.get("mAUC") is not None and new["mAUC"] >= floor):
+        return None
+    return Decision(
+        False,
+        f"mAUC {_fmt(new.get('mAUC'))} is below the floor {floor:g} (promotion.min_mauc): a generator whose "
+        "images do not follow their reports is never promoted",
+        below_floor=True,
+    )
 
 
 def decide(
@@ -37,12 +51,17 @@ def decide(
 ) -> Decision:
     """Compare ``new`` with ``champion`` (metric name → value; None when the eval could not define it).
 
-    No champion → promote. Otherwise the configured metric must be better than the
+    A generator below ``min_mauc`` (or with an undefined mAUC) is refused first, whatever the champion:
+    a model that draws noise must not become champion just because none exists yet. No champion → promote.
+    Otherwise the configured metric must be better than the
     champion's by more than ``min_improvement`` (a tie keeps the champion), and with
     mAUC as the metric the domain FID may not grow by more than ``max_fid_regression``
     (relative), so a generator cannot win on labels while its images drift away.
     """
     metric = rules.metric
+    refused = below_floor(new, rules)
+    if refused is not None:
+        return refused
     if champion is None:
         return Decision(True, f"no champion yet; {metric} {_fmt(new.get(metric))}")
     mine, theirs = new.get(metric), champion.get(metric)

@@ -7,6 +7,8 @@ compares them with the current champion's (:mod:`services.register.gate`):
 * no champion yet, or the new generator wins → ``tracking.alias`` (champion) on the
   generator and on the parts it was built from (text model, U-ViT, adapter), so the
   champion of every registered model is one consistent set;
+* below the absolute floor ``promotion.min_mauc`` → stays ``tracking.candidate_alias``
+  (never champion, even when no champion exists);
 * otherwise → ``tracking.challenger_alias``, and the champion stays.
 
 Either way the version's description and tags say why (``promotion.reason``), and
@@ -29,7 +31,7 @@ from diffcxr.config import DiffCXRConfig
 from diffcxr.errors import DataError, TrackingError
 from diffcxr.stages import StageDir, content_key
 from diffcxr.tracking import Tracker
-from services.register.gate import Decision, decide
+from services.register.gate import Decision, below_floor, decide
 
 log = logging.getLogger(__name__)
 STAGE = "register"
@@ -201,8 +203,11 @@ def run(cfg: DiffCXRConfig, tracker: Tracker | None, force: bool = False) -> dic
     set_id, metrics = eval_set_id(results), eval_metrics(results)
     _record_eval(tracker, name, version, set_id, metrics, evaluation["key"])
     champion_metrics: dict[str, float | None] | None = None
+    refused = below_floor(metrics, cfg.promotion)
     if champion == version:
         decision = Decision(True, f"version {version} is already the champion")
+    elif refused is not None:  # no need to score the champion against a model below the floor
+        decision = refused
     elif champion is None:
         decision = decide(metrics, None, cfg.promotion)
     else:
@@ -217,7 +222,10 @@ def run(cfg: DiffCXRConfig, tracker: Tracker | None, force: bool = False) -> dic
         else:
             decision = decide(metrics, champion_metrics, cfg.promotion, label)
 
-    alias = cfg.tracking.alias if decision.promote else cfg.tracking.challenger_alias
+    if decision.promote:
+        alias = cfg.tracking.alias
+    else:
+        alias = cfg.tracking.candidate_alias if decision.below_floor else cfg.tracking.challenger_alias
     parts = _parts(cfg, diffusion)
     _apply(tracker, name, version, alias, f"{alias}: {decision.reason}", parts if decision.promote else {}, {
         "promotion.reason": decision.reason, "promotion.compared_with": str(champion) if champion else "none",
