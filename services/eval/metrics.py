@@ -25,6 +25,7 @@ def image_metrics(
     reference_inception: np.ndarray | None = None,
     fid_index: np.ndarray | None = None,
     scores: tuple[np.ndarray, np.ndarray] | None = None,
+    bootstrap: int = 0,
 ) -> dict[str, Any]:
     """AUC per disease + mAUC over all ``images``, domain FID to the reference (real test) features, and
     Inception FID when its features are given. ``targets`` (N, 11), NaN = excluded. ``fid_index`` picks the
@@ -34,12 +35,14 @@ def image_metrics(
     pick = np.arange(len(images)) if fid_index is None else fid_index
     out: dict[str, Any] = {
         "n_images": int(len(images)),
-        "auc": per_disease_auc(targets, probs),
+        "auc": per_disease_auc(targets, probs, bootstrap=bootstrap),
         "fid_domain": round(frechet_distance(features[pick], reference_features), 4),
         "fid_images": int(len(pick)),
         "fid_reference_images": int(len(reference_features)),
     }
     out["mAUC"] = out["auc"]["mAUC"]
+    if "mAUC_ci95" in out["auc"]:
+        out["mAUC_ci95"] = out["auc"]["mAUC_ci95"]
     if inception is not None and reference_inception is not None:
         out["fid_inception"] = round(frechet_distance(inception(images[pick]), reference_inception), 4)
     return out

@@ -212,13 +212,13 @@ def run(
             scores = classifier.run(gen.images)
             generated_probs[name] = scores[0]
             metrics = image_metrics(classifier, gen.images, image_targets, eval_feats, inception, ref_inception, first,
-                                    scores)  # fmt: skip
+                                    scores, bootstrap=cfg.eval.bootstrap)  # fmt: skip
             metrics.update(seconds=round(gen.seconds, 2), images_per_second=round(gen.images_per_second, 3))
             results_by_model[name] = metrics
             log.info("eval %s: mAUC %s, domain FID %s", name, metrics["mAUC"], metrics["fid_domain"])
         main = results_by_model["model"]
-        real_eval = {"n_images": len(eval_idx), "auc": per_disease_auc(test_targets[eval_idx], test_probs[eval_idx]),
-                     "fid_domain": None}  # fmt: skip
+        real_auc = per_disease_auc(test_targets[eval_idx], test_probs[eval_idx], bootstrap=cfg.eval.bootstrap)
+        real_eval = {"n_images": len(eval_idx), "auc": real_auc, "fid_domain": None}
         real_eval["mAUC"] = real_eval["auc"]["mAUC"]
 
         # ---- calibration controls
