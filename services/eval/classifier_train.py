@@ -145,7 +145,9 @@ def train_classifier(
     ]
     size = cfg.eval.classifier_image_size or cfg.data.image_size
     if cfg.eval.classifier_cpus:  # nothing else trains while the eval stage runs: let the fit use the CPUs
-        cfg = cfg.model_copy(update={"ray": cfg.ray.model_copy(update={"cpus_per_worker": cfg.eval.classifier_cpus})})
+        cpus = cfg.eval.classifier_cpus
+        ray_cfg = cfg.ray.model_copy(update={"cpus_per_worker": cpus, "threads_per_worker": max(1, int(cpus))})
+        cfg = cfg.model_copy(update={"ray": ray_cfg})
     loop_config = {
         "steps": steps, "batch_size": cfg.eval.classifier_batch_size, "lr": cfg.eval.classifier_lr,
         "image_size": size, "seed": cfg.project.seed, "threads": cfg.ray.train_threads,
