@@ -74,7 +74,7 @@ SCHEDULE: dict[str, Any] = {
     "beta_start": 0.00085,
     "beta_end": 0.012,
     "beta_schedule": "scaled_linear",
-    "prediction_type": "epsilon",
+    "prediction_type": "v_prediction",
 }
 LR, WEIGHT_DECAY, BETAS, EMA_DECAY, GRAD_CLIP = 2e-4, 0.03, (0.9, 0.9), 0.9999, 1.0
 CONTEXT_TOKENS, CONTEXT_DIM, GUIDANCE = 77, 768, 4.0
@@ -291,7 +291,7 @@ def run(args: argparse.Namespace, device: Any, stubbed: bool, fallback: str | No
                         noisy = noise_scheduler.add_noise(latents, noise, t)
                         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
                             pred = model(noisy, t, context)
-                        loss = F.mse_loss(pred.float(), noise)
+                        loss = F.mse_loss(pred.float(), noise_scheduler.get_velocity(latents, noise, t))
                         if not torch.isfinite(loss):  # the trainer's check (a host sync per step)
                             raise FloatingPointError(f"non-finite loss {float(loss)}")
                         optimizer.zero_grad(set_to_none=True)
