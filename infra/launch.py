@@ -106,6 +106,7 @@ def main(argv: list[str] | None = None) -> int:
         help="MLflow server state folder (sqlite + artifacts)",
     )
     args = parser.parse_args(argv)
+    launched = time.monotonic()
     try:  # fail on a bad profile or key now, not after starting a cluster
         load_config(args.profile, args.overrides)
     except DiffCXRError as exc:
@@ -146,6 +147,8 @@ def main(argv: list[str] | None = None) -> int:
             f" --artifacts-destination {state / 'artifacts'} --host {HOST} --port 5000"
         )
     print(f"  job status: {'succeeded' if code == 0 else f'failed ({code})'}")
+    minutes, seconds = divmod(round(time.monotonic() - launched), 60)
+    print(f"  wall time:  {minutes} min {seconds:02d} s (services up, job, services down)")
     return code
 
 
