@@ -39,10 +39,33 @@ def test_missing_labels_are_excluded_and_one_class_diseases_are_undefined() -> N
     assert result["defined"] == 3
     assert result["mAUC"] == pytest.approx(np.mean([1.0, 1.0, per["Fracture"]["auc"]]), abs=1e-4)
 
+    assert "ci95" not in per["Atelectasis"] and "mAUC_ci95" not in result  # intervals only when asked
+
     negative = label_matrix(rows, LabelPolicy(unmentioned="negative", uncertain="positive"))
     assert negative[2, col["Atelectasis"]] == 0 and negative[1, col["Edema"]] == 1
     with pytest.raises(ValueError, match="label value 2"):
         label_matrix([{"Atelectasis": 2}], LabelPolicy())
+
+
+def test_bootstrap_intervals_cover_the_estimate_and_shrink_with_more_images() -> None:
+    from sklearn.metrics import roc_auc_score
+
+    from services.eval.labels import _rank_auc
+
+    rng = np.random.default_rng(0)
+    widths = []
+    for n in (60, 600):
+        targets = (rng.random((n, len(EVAL_DISEASES))) < 0.3).astype(np.float32)
+        scores = np.round(targets * 0.6 + rng.random(targets.shape), 1)  # ties on purpose
+        result = per_disease_auc(targets, scores, bootstrap=400, seed=1)
+        for entry in result["per_disease"].values():
+            lo, hi = entry["ci95"]
+            assert lo <= entry["auc"] <= hi
+        lo, hi = result["mAUC_ci95"]
+        assert lo <= result["mAUC"] <= hi
+        widths.append(hi - lo)
+        assert _rank_auc(targets[:, 0], scores[:, 0]) == pytest.approx(roc_auc_score(targets[:, 0], scores[:, 0]))
+    assert widths[1] < widths[0] / 2  # ten times the images: an interval about a third as wide
 
 
 def test_variant_option_names_what_is_wrong() -> None:
