@@ -232,6 +232,7 @@ EVAL_STAGE = [
     "eval.images_per_report=2",
     "eval.steps=3",
     "eval.latency_images=1",
+    "eval.downstream=true",  # tiny turns Table VI off; this test is where it is exercised
     "eval.downstream_fractions=[0.1,1.0]",
     "eval.downstream_steps=2",
     "eval.grid_per_disease=2",

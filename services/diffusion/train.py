@@ -182,6 +182,7 @@ def train_loop(config: dict[str, Any]) -> None:
             if step % checkpoint_every == 0 or step == steps:
                 _report(model, stage, ema, optimizer, lr_schedule, step, history, starts, rank, record)
                 if config.get("crash_after_step") == step and resumed_from < step:
+                    time.sleep(2.0)  # Ray Train registers a reported checkpoint on its controller's next poll
                     raise RuntimeError(f"injected crash after step {step} (fault-injection test hook)")
             if step >= steps:
                 break

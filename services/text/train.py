@@ -122,6 +122,7 @@ def train_loop(config: dict[str, Any]) -> None:
             if step % text.checkpoint_every == 0 or step == text.steps:
                 _report(model, optimizer, scheduler, step, history, starts, rank, record)
                 if config.get("crash_after_step") == step and resumed_from < step:
+                    time.sleep(2.0)  # Ray Train registers a reported checkpoint on its controller's next poll
                     raise RuntimeError(f"injected crash after step {step} (fault-injection test hook)")
                 if config.get("kill_after_step") == step and len(starts) == 1 and rank == 0:  # first attempt only
                     time.sleep(2.0)  # let the controller register the checkpoint just reported

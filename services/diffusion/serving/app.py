@@ -36,6 +36,7 @@ def _options(name: str, d: DeploymentSettings, user_config: dict[str, Any]) -> d
         "num_replicas": d.replicas,
         "ray_actor_options": {"num_cpus": d.num_cpus, "num_gpus": d.num_gpus},
         "max_ongoing_requests": max(d.max_ongoing_requests, d.max_batch_size),
+        "graceful_shutdown_timeout_s": d.graceful_shutdown_timeout_s,
         "user_config": {
             **user_config,
             "max_batch_size": d.max_batch_size,

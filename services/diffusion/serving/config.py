@@ -33,6 +33,12 @@ class DeploymentSettings(_Section):
     max_batch_size: int = Field(8, ge=1, le=256, description="Dynamic batching: most requests per batch; 1 = off.")
     batch_wait_timeout_s: float = Field(0.01, ge=0, le=10, description="Longest wait for a batch to fill.")
     max_ongoing_requests: int = Field(32, ge=1, le=10_000, description="Requests a replica accepts at once.")
+    graceful_shutdown_timeout_s: float = Field(
+        120.0, ge=0, le=3600,
+        description="A replica being replaced (rolling update, scale-down) finishes its requests for up to this "
+        "long before it is killed. During a roll-out a request on an old ingress waits for the restarted text, "
+        "denoiser and decoder replicas, which can exceed Serve's 20 s default on a slow machine.",
+    )  # fmt: skip
 
 
 class LimitsConfig(_Section):
