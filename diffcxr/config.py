@@ -287,6 +287,12 @@ class DiffusionConfig(Section):
         description="Standardise each latent channel with the training set's mean/std (stored with the model, "
         "undone before decoding). TAEF2's channels are not standardised: means -0.9..1.1, stds 0.4..1.2.",
     )
+    pooled_context: bool = Field(
+        False,
+        description="Also add the projected mean of the report's context tokens to every latent patch token. "
+        "The paper's U-ViT sees its condition only as in-context tokens, which a small model trained briefly "
+        "learns to ignore (docs/DIFFUSION.md); this gives the condition a direct path, as DiT's class embedding.",
+    )
     grad_clip: float = Field(1.0, ge=0, description="Max gradient norm (0 = no clipping).")
     checkpoint_every: int = Field(5000, ge=1, description="Steps between checkpoints (a re-run resumes from the last).")
     log_every: int = Field(50, ge=1, description="Steps between loss/lr logs to MLflow.")

@@ -3,6 +3,7 @@ seeded sampling, and a real two-stage Ray Train run with crash/resume, NaN stop,
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import subprocess
@@ -46,19 +47,36 @@ def _trained_like(cfg: UViTConfig) -> UViT:
     return model.eval()
 
 
-def test_adapter_changes_nothing_at_initialisation() -> None:
-    uvit = _trained_like(SMALL)
-    x, t, context, hint = _inputs(SMALL)
+@pytest.mark.parametrize("pooled", [False, True])
+def test_adapter_changes_nothing_at_initialisation(pooled: bool) -> None:
+    cfg = dataclasses.replace(SMALL, pooled_context=pooled)
+    uvit = _trained_like(cfg)
+    x, t, context, hint = _inputs(cfg)
     with torch.no_grad():
         frozen = uvit(x, t, context)
         adapted = AdaptedUViT(uvit).eval()
         out = adapted(x, t, context, hint)
     assert torch.equal(out, frozen)  # exactly: every injection is a zero Linear
     zero_layers = [adapted.adapter.hint_embed, adapted.adapter.mid_out, *adapted.adapter.skip_out]
+    zero_layers += [adapted.adapter.hint_pooled] if pooled else []
     assert all(not layer.weight.any() and not layer.bias.any() for layer in zero_layers)
     # the copy starts from the trained weights, not from a fresh init
     assert torch.equal(adapted.adapter.in_blocks[0].attn.qkv.weight, uvit.in_blocks[0].attn.qkv.weight)
     assert adapted.adapter.in_blocks[0].attn.qkv.weight is not uvit.in_blocks[0].attn.qkv.weight
+
+
+def test_the_pooled_path_makes_every_patch_depend_on_the_condition() -> None:
+    """With ``pooled_context`` the condition reaches each patch token before any attention (the paper's U-ViT
+    reaches them only through attention to the context tokens, which a briefly trained model learns to ignore)."""
+    cfg = dataclasses.replace(SMALL, pooled_context=True)
+    model = _trained_like(cfg)
+    x, t, context, _ = _inputs(cfg)
+    with torch.no_grad():
+        embed = model.embed(x, t, context)[:, 1 + cfg.context_tokens :]
+        other = model.embed(x, t, context.flip(0))[:, 1 + cfg.context_tokens :]
+        plain = dataclasses.replace(cfg, pooled_context=False)
+        assert not torch.allclose(embed, other)
+        assert UViT(plain).embed.pooled_embed is None and "pooled_embed.weight" in dict(model.embed.named_parameters())
 
 
 def test_only_the_adapter_receives_gradients() -> None:

@@ -2,7 +2,9 @@
 
 The copy (token embedding, in-blocks, mid-block) starts from the trained
 U-ViT's weights. The disease sentence's squeezed tokens (the *hint*) enter
-through a zero-initialised Linear added to the copy's embedded context; each
+through a zero-initialised Linear added to the copy's embedded context (and,
+when the U-ViT has the pooled-context path, a zero-initialised Linear of
+their mean added to the copy's pooled condition); each
 copied in-block's output and the copied mid output leave through zero-
 initialised Linears and are added to the frozen U-ViT's skips and mid output.
 The zero init is the last thing the constructor does, so at step 0 the adapted
@@ -37,6 +39,7 @@ class DiseaseAdapter(nn.Module):
         for p in self.parameters():  # the source may be frozen; the copy trains
             p.requires_grad_(True)
         self.hint_embed = zero_linear(cfg.context_dim, cfg.embed_dim)
+        self.hint_pooled = zero_linear(cfg.context_dim, cfg.embed_dim) if cfg.pooled_context else None
         self.skip_out = nn.ModuleList(zero_linear(cfg.embed_dim, cfg.embed_dim) for _ in self.in_blocks)
         self.mid_out = zero_linear(cfg.embed_dim, cfg.embed_dim)
 
@@ -44,7 +47,8 @@ class DiseaseAdapter(nn.Module):
         self, x: torch.Tensor, timesteps: torch.Tensor, context: torch.Tensor, hint: torch.Tensor
     ) -> tuple[list[torch.Tensor], torch.Tensor]:
         """Residuals for the frozen U-ViT: one per in-block skip, and one for the mid output."""
-        h = self.embed(x, timesteps, context, context_residual=self.hint_embed(hint))
+        pooled = self.hint_pooled(hint.mean(1)) if self.hint_pooled is not None else None
+        h = self.embed(x, timesteps, context, context_residual=self.hint_embed(hint), pooled_residual=pooled)
         skips = []
         for block, out in zip(self.in_blocks, self.skip_out, strict=True):
             h = block(h)

@@ -37,6 +37,7 @@ class UViTConfig:
     qkv_bias: bool = False
     context_tokens: int = 77
     context_dim: int = 768
+    pooled_context: bool = False  # also add the projected mean context token to every latent patch token
 
     def __post_init__(self) -> None:
         if self.depth % 2:
@@ -73,6 +74,7 @@ def uvit_config(cfg: Any, context_shape: tuple[int, int]) -> UViTConfig:
         qkv_bias=d.qkv_bias,
         context_tokens=context_shape[0],
         context_dim=context_shape[1],
+        pooled_context=d.pooled_context,
     )
 
 
@@ -117,6 +119,7 @@ class TokenEmbed(nn.Module):
         self.embed_dim = cfg.embed_dim
         self.patch_embed = nn.Conv2d(cfg.latent_channels, cfg.embed_dim, cfg.patch_size, stride=cfg.patch_size)
         self.context_embed = nn.Linear(cfg.context_dim, cfg.embed_dim)
+        self.pooled_embed = nn.Linear(cfg.context_dim, cfg.embed_dim) if cfg.pooled_context else None
         self.pos_embed = nn.Parameter(torch.zeros(1, 1 + cfg.context_tokens + cfg.num_patches, cfg.embed_dim))
 
     def forward(
@@ -125,8 +128,14 @@ class TokenEmbed(nn.Module):
         timesteps: torch.Tensor,
         context: torch.Tensor,
         context_residual: torch.Tensor | None = None,
+        pooled_residual: torch.Tensor | None = None,
     ) -> torch.Tensor:
         patches = self.patch_embed(x).flatten(2).transpose(1, 2)
+        if self.pooled_embed is not None:  # a direct path: every patch token is shifted by the condition
+            pooled = self.pooled_embed(context.mean(1))
+            if pooled_residual is not None:
+                pooled = pooled + pooled_residual
+            patches = patches + pooled.unsqueeze(1)
         ctx = self.context_embed(context)
         if context_residual is not None:
             ctx = ctx + context_residual
