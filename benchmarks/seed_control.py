@@ -45,11 +45,13 @@ def main() -> None:
     parser.add_argument("-p", "--profile", default="tiny")
     parser.add_argument("--run", default=None, help="run root (default: the profile's project.run_root)")
     parser.add_argument("--shift", type=int, default=7, help="the shifted control takes the report this many rows on")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="config overrides the run was made with (e.g. eval.images_per_report=2)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    cfg = load_config(args.profile)
+    cfg = load_config(args.profile, args.overrides)
     run = Path(args.run or cfg.project.run_root)
     rows = pq.read_table(run / "filter" / "manifest.parquet").to_pylist()
     test = sorted((r for r in rows if r["status"] == "kept" and r["split"] == "test" and r["image_uri"]),
