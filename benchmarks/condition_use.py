@@ -26,7 +26,6 @@ import argparse
 import dataclasses
 import datetime as dt
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -42,7 +41,7 @@ import numpy as np  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
 import torch  # noqa: E402
 from diffusers.training_utils import EMAModel  # noqa: E402
-from diffusion_flops import machine_info  # noqa: E402
+from diffusion_flops import record_header  # noqa: E402
 
 from diffcxr.config import load_config  # noqa: E402
 from diffcxr.labeling.sentences import NO_FINDING_SENTENCE  # noqa: E402
@@ -162,11 +161,7 @@ def main() -> None:
         results[variant] = row
         print(variant, json.dumps(row), flush=True)
     record = {
-        "benchmark": "condition_use",
-        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "machine": machine_info(),
-        "load_average_1_5_15": list(os.getloadavg()),
-        "command": "python benchmarks/condition_use.py " + " ".join(sys.argv[1:]),
+        **record_header("condition_use", "python benchmarks/condition_use.py " + " ".join(sys.argv[1:])),
         "task": f"run {run}: {len(latents)} training rows, U-ViT of profile {args.profile}, {args.steps} steps, "
         f"lr {lr}, batch {cfg.diffusion.batch_size}; sets of {args.reports} frontal reports",
         "sets": {name: len(rs) for name, rs in sets.items()},

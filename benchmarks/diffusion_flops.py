@@ -118,6 +118,21 @@ TAEF2_ADAPTER_ROW = "U-ViT + adapter TAEF2 32x32x32 @77 tok"
 PAPER_TABLE_III_32 = 16.075
 
 
+def record_header(benchmark: str, command: str, **extra: Any) -> dict[str, Any]:
+    """The fields every benchmark results file starts with: what ran, when, where, under what load."""
+    import datetime as dt
+    import os
+
+    return {
+        "benchmark": benchmark,
+        **extra,
+        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "machine": machine_info(),
+        "load_average_1_5_15": list(os.getloadavg()),
+        "command": command,
+    }
+
+
 def machine_info() -> dict[str, Any]:
     """Where a benchmark ran: shared by the diffusion benchmarks."""
     import diffusers

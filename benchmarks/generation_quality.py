@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -32,7 +31,7 @@ apply_defaults()
 
 import numpy as np  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
-from diffusion_flops import machine_info  # noqa: E402
+from diffusion_flops import record_header  # noqa: E402
 
 from diffcxr import manifest, storage  # noqa: E402
 from diffcxr.config import load_config  # noqa: E402
@@ -107,14 +106,9 @@ def main() -> None:
         ),
         f"pipeline wall time <= {seconds} s (stage sum)": [total, total <= seconds],
     }
+    command = f"bash infra/run_local.sh --profile {args.profile} && python benchmarks/generation_quality.py "
     record = {
-        "benchmark": "generation_quality",
-        "profile": args.profile,
-        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "machine": machine_info(),
-        "load_average_1_5_15": list(os.getloadavg()),
-        "command": f"bash infra/run_local.sh --profile {args.profile} && python benchmarks/generation_quality.py "
-        + " ".join(sys.argv[1:]),
+        **record_header("generation_quality", command + " ".join(sys.argv[1:]), profile=args.profile),
         "config": {k: cfg.to_dict()[k] for k in ("data", "diffusion", "adapter", "sampling", "eval", "ray")},
         "stage_seconds": timings,
         "eval_reports": len(ids),

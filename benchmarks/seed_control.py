@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -31,7 +30,7 @@ apply_defaults()
 import numpy as np  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
 import torch  # noqa: E402
-from diffusion_flops import machine_info  # noqa: E402
+from diffusion_flops import record_header  # noqa: E402
 
 from diffcxr.config import load_config  # noqa: E402
 from services.diffusion.generator import Generator  # noqa: E402
@@ -80,12 +79,8 @@ def main() -> None:
         }
         print(name, json.dumps(results[name]), flush=True)
     record = {
-        "benchmark": "seed_control",
-        "profile": args.profile,
-        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "machine": machine_info(),
-        "load_average_1_5_15": list(os.getloadavg()),
-        "command": "python benchmarks/seed_control.py " + " ".join(sys.argv[1:]),
+        **record_header("seed_control", "python benchmarks/seed_control.py " + " ".join(sys.argv[1:]),
+                        profile=args.profile),  # fmt: skip
         "run": str(run),
         "images": len(items),
         "controls": results,

@@ -20,6 +20,12 @@ from diffcxr.errors import DiffCXRError
 STATE_FILE = "state.pt"
 
 
+def let_controller_register_checkpoint() -> None:
+    """Fault-injection hooks only: Ray Train's controller registers a reported checkpoint on its next poll of
+    the workers, so a hook that crashes or kills a worker right after ``report`` waits for that poll first."""
+    time.sleep(2.0)
+
+
 def fit(
     loop: Callable[[dict[str, Any]], None],
     loop_config: dict[str, Any],

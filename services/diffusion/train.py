@@ -31,7 +31,7 @@ from typing import Any
 from diffcxr import storage
 from diffcxr.config import DiffCXRConfig
 from diffcxr.errors import DiffCXRError
-from diffcxr.raytrain import STATE_FILE
+from diffcxr.raytrain import STATE_FILE, let_controller_register_checkpoint
 from diffcxr.tracking import log_step_metrics, worker_client
 
 log = logging.getLogger(__name__)
@@ -182,7 +182,7 @@ def train_loop(config: dict[str, Any]) -> None:
             if step % checkpoint_every == 0 or step == steps:
                 _report(model, stage, ema, optimizer, lr_schedule, step, history, starts, rank, record)
                 if config.get("crash_after_step") == step and resumed_from < step:
-                    time.sleep(2.0)  # Ray Train registers a reported checkpoint on its controller's next poll
+                    let_controller_register_checkpoint()
                     raise RuntimeError(f"injected crash after step {step} (fault-injection test hook)")
             if step >= steps:
                 break

@@ -24,7 +24,7 @@ from typing import Any
 from diffcxr import storage
 from diffcxr.config import DiffCXRConfig
 from diffcxr.errors import DiffCXRError
-from diffcxr.raytrain import STATE_FILE
+from diffcxr.raytrain import STATE_FILE, let_controller_register_checkpoint
 from diffcxr.tracking import log_step_metrics, worker_client
 
 log = logging.getLogger(__name__)
@@ -122,10 +122,10 @@ def train_loop(config: dict[str, Any]) -> None:
             if step % text.checkpoint_every == 0 or step == text.steps:
                 _report(model, optimizer, scheduler, step, history, starts, rank, record)
                 if config.get("crash_after_step") == step and resumed_from < step:
-                    time.sleep(2.0)  # Ray Train registers a reported checkpoint on its controller's next poll
+                    let_controller_register_checkpoint()
                     raise RuntimeError(f"injected crash after step {step} (fault-injection test hook)")
                 if config.get("kill_after_step") == step and len(starts) == 1 and rank == 0:  # first attempt only
-                    time.sleep(2.0)  # let the controller register the checkpoint just reported
+                    let_controller_register_checkpoint()
                     os.kill(os.getpid(), signal.SIGKILL)  # a worker process dying, as an OOM kill would
             if step >= text.steps:
                 break
