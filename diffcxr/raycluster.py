@@ -52,14 +52,14 @@ def check_pool_leaves_room(cfg: DiffCXRConfig, needed: float = 0.25) -> None:
 
 def map_with_actor_pool(ds: Any, actor_cls: type, kwargs: dict[str, Any], cfg: DiffCXRConfig, batch_size: int) -> Any:
     """``ds.map_batches(actor_cls)`` on the configured actor pool: ``ray.data_pool_size`` actors of
-    ``ray.data_cpus_per_actor`` CPUs, each built once with ``kwargs`` plus ``threads`` (its torch threads),
+    ``ray.data_cpus_per_actor`` CPUs, each built once with ``kwargs`` plus ``threads`` (``ray.actor_threads``),
     so a model is loaded once per actor, not per batch. Refuses a pool that would starve its feeders."""
     import ray.data
 
     check_pool_leaves_room(cfg)
     return ds.map_batches(
         actor_cls,
-        fn_constructor_kwargs={**kwargs, "threads": max(1, int(cfg.ray.data_cpus_per_actor))},
+        fn_constructor_kwargs={**kwargs, "threads": cfg.ray.actor_threads},
         compute=ray.data.ActorPoolStrategy(size=cfg.ray.data_pool_size),
         num_cpus=cfg.ray.data_cpus_per_actor,
         batch_size=batch_size,

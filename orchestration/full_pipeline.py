@@ -134,7 +134,10 @@ def run_pipeline(cfg: DiffCXRConfig, stages: list[str], force: bool = False) -> 
     retried with backoff (``tracking.retries``) and then reported as a :class:`TrackingError` naming the
     stage, with every finished output and checkpoint left in storage for the re-run.
     """
+    import torch
+
     configure_s3(cfg.storage.s3_endpoint, cfg.storage.s3_region)
+    torch.set_num_threads(cfg.ray.main_threads)  # the driver scores between Ray phases, alone on its cores
     tracker = Tracker.from_config(cfg)
     outcomes: dict[str, Any] = {}
     tags = {"diffcxr.profile": cfg.project.profile, "diffcxr.run_root": cfg.run_root}

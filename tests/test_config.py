@@ -136,3 +136,19 @@ def test_cli_reports_a_bad_key_without_a_traceback() -> None:
     assert result.returncode == 2
     assert "unknown config key 'sampling.stpes'" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_thread_counts_follow_reservations_and_never_oversubscribe_the_machine() -> None:
+    """Ray Data actors and the driver get torch threads from config, capped at this machine's cores."""
+    import os
+
+    cores = os.cpu_count() or 1
+    assert load_config("tiny", ["ray.threads_per_actor=null", "ray.data_cpus_per_actor=0.5"]).ray.actor_threads == 1
+    assert load_config("tiny", ["ray.threads_per_actor=64"]).ray.actor_threads == max(1, cores)
+    assert load_config("tiny", ["ray.threads_per_actor=64", "ray.data_pool_size=2"]).ray.actor_threads == max(
+        1, cores // 2
+    )
+    affinity = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else cores
+    assert load_config("tiny").ray.main_threads == affinity
+    assert load_config("tiny", ["ray.driver_threads=1"]).ray.main_threads == 1
+    assert load_config("tiny", ["ray.driver_threads=512"]).ray.main_threads == affinity
