@@ -382,3 +382,43 @@ def test_denoising_loss_targets_and_min_snr_weights(prediction: str) -> None:
     zero = lambda noisy, timesteps, context: torch.zeros_like(noisy)  # noqa: E731
     plain = denoising_loss(zero, scheduler, x0, noise, t, torch.zeros(6, 1, 1))
     assert torch.isclose(plain, target.pow(2).mean())
+
+
+def test_shard_batches_in_memory_and_streamed_cover_the_shard_alike(ray_local: None) -> None:
+    """A worker's shard held in memory yields the same rows as the streamed one, in full batches, reshuffled
+    per epoch by its seed, with the hint looked up from the sentence index."""
+    import pyarrow as pa
+    import ray.data
+
+    from services.diffusion.data import ShardBatches
+
+    rng = np.random.default_rng(0)
+    n, latent_shape, context_shape = 50, (2, 2, 2), (3, 4)
+    table = pa.table({
+        "sample_id": [f"s{i}" for i in range(n)],
+        "latent": [rng.normal(size=latent_shape).astype(np.float16).tobytes() for _ in range(n)],
+        "context": [np.full(context_shape, i, np.float16).tobytes() for i in range(n)],
+        "sentence": pa.array([i % 3 for i in range(n)], pa.int32()),
+    })  # fmt: skip
+    sentences = np.arange(3, dtype=np.float16)[:, None, None] * np.ones((3, *context_shape), np.float16)
+    payload = {"latent_shape": list(latent_shape), "context_shape": list(context_shape), "sentences": sentences}
+    shard = ray.data.from_arrow(table).iterator()
+
+    def epoch(source: ShardBatches, e: int) -> list[dict]:
+        return list(source.epoch(e, 0))
+
+    memory = ShardBatches(shard, payload, 8, seed=1, rank=0, in_memory=True)
+    streamed = ShardBatches(shard, payload, 8, seed=1, rank=0, in_memory=False)
+    for source in (memory, streamed):
+        batches = epoch(source, 0)
+        assert len(batches) == n // 8 and all(len(b["sample_id"]) == 8 for b in batches)
+        ids = [s for b in batches for s in b["sample_id"]]
+        assert len(set(ids)) == len(ids) == 48
+        for b in batches:
+            index = np.array([int(s[1:]) for s in b["sample_id"]])
+            assert torch.equal(b["context"][:, 0, 0], torch.from_numpy(index.astype(np.float32)))
+            assert torch.equal(b["hint"][:, 0, 0], torch.from_numpy((index % 3).astype(np.float32)))
+            assert b["latent"].shape == (8, *latent_shape) and b["latent"].dtype == torch.float32
+    first, again, second = epoch(memory, 0), epoch(memory, 0), epoch(memory, 1)
+    assert [b["sample_id"] for b in first] == [b["sample_id"] for b in again]
+    assert [b["sample_id"] for b in first] != [b["sample_id"] for b in second]

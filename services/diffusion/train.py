@@ -73,7 +73,7 @@ def train_loop(config: dict[str, Any]) -> None:
     from diffusers.training_utils import EMAModel
 
     from diffcxr.config import AdapterConfig, DiffusionConfig
-    from services.diffusion.data import decode_batch
+    from services.diffusion.data import ShardBatches
     from services.diffusion.latents import LatentStats
     from services.diffusion.objective import denoising_loss
     from services.diffusion.schedulers import training_scheduler
@@ -117,7 +117,8 @@ def train_loop(config: dict[str, Any]) -> None:
     noise_scheduler = training_scheduler(config["schedule"])
     ddp = ray.train.torch.prepare_model(model)
     per_worker = batch_size // world
-    shard = ray.train.get_dataset_shard("train")
+    source = ShardBatches(ray.train.get_dataset_shard("train"), payload, per_worker, config["seed"], rank,
+                          in_memory=config.get("shard_in_memory", False))  # fmt: skip
     client = None
     tracking = config.get("tracking")
     if rank == 0 and tracking:
@@ -127,15 +128,8 @@ def train_loop(config: dict[str, Any]) -> None:
     first_step, samples, epoch = None, 0, 0
     while step < steps:
         batches = 0
-        for raw in shard.iter_batches(
-            batch_size=per_worker,
-            batch_format="numpy",
-            drop_last=True,
-            local_shuffle_buffer_size=4 * per_worker,
-            local_shuffle_seed=config["seed"] + 7919 * (epoch + step) + rank,
-        ):
+        for batch in source.epoch(epoch, resumed_from):
             batches += 1
-            batch = decode_batch(raw, payload)
             gen = torch.Generator().manual_seed(((config["seed"] * 1_000_003 + step) * 1009 + rank) % (2**63))
             latents, context, hint = stats.normalize(batch["latent"]), batch["context"], batch["hint"]
             n = latents.shape[0]
@@ -344,6 +338,7 @@ def train(
         "preview": preview,
         "seed": cfg.project.seed,
         "threads": cfg.ray.train_threads,
+        "shard_in_memory": dataset.size_bytes() / workers <= cfg.diffusion.shard_in_memory_mb * 2**20,
         "tracking": tracking,
         "crash_after_step": crash_after_step,
         "poison_after_step": poison_after_step,
