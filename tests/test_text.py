@@ -142,6 +142,19 @@ def test_bundle_round_trip_gives_identical_embeddings(tiny_encoder: ReportEncode
         ReportEncoder.load_bundle(tmp_path)
 
 
+def test_features_from_one_shared_tower_pass_equal_the_full_encode(tiny_encoder: ReportEncoder) -> None:
+    """The text stage scores the trained and the untrained squeezer from one pass of the frozen tower."""
+    from services.text.evaluate import features_from_states, text_features, tower_states
+
+    texts = ["Mild cardiomegaly.", "", "No acute cardiopulmonary abnormality. " * 20, "Small left effusion."]
+    other = ReportEncoder.from_config(load_config("tiny").text, 64).eval()  # same tower, another squeeze init
+    pooled, states = tower_states(tiny_encoder, texts, batch=3)
+    for model in (tiny_encoder, other):
+        np.testing.assert_allclose(features_from_states(model, pooled, states), text_features(model, texts),
+                                   atol=1e-5)  # fmt: skip
+    assert not np.allclose(features_from_states(other, pooled, states), text_features(tiny_encoder, texts), atol=1e-3)
+
+
 # ----------------------------------------------------------------------------- metrics
 def test_retrieval_and_sentence_auc_metrics() -> None:
     eye = np.eye(20)

@@ -40,6 +40,16 @@ def image_features(model: ReportEncoder, images: np.ndarray, batch: int = 64) ->
 
 
 @torch.no_grad()
+def tower_states(model: ReportEncoder, texts: list[str], batch: int = 32) -> tuple[torch.Tensor, torch.Tensor]:
+    """The text tower's (pooled, token states) of ``texts``: computed once when several heads share a frozen
+    tower (the trained and the untrained squeezer), instead of once per head."""
+    tokenizer = model.tokenizer()
+    model.eval()
+    parts = [model.token_states(tokenizer(texts[i : i + batch]).ids) for i in range(0, len(texts), batch)]
+    return torch.cat([p for p, _ in parts]), torch.cat([s for _, s in parts])
+
+
+@torch.no_grad()
 def features_from_states(model: ReportEncoder, pooled: torch.Tensor, states: torch.Tensor) -> np.ndarray:
     """Text features from token states computed earlier by the same frozen tower (benchmarks reuse them)."""
     model.eval()

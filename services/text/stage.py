@@ -29,8 +29,9 @@ from diffcxr.labeling.sentences import NO_FINDING_SENTENCE
 from diffcxr.raycluster import init_ray
 from diffcxr.stages import StageDir, content_key
 from diffcxr.tracking import Tracker
+from services.text.data import text_is_frozen
 from services.text.embed import embed_with_ray, read_table, sentence_id, write_unconditional
-from services.text.evaluate import evaluate, load_pairs
+from services.text.evaluate import evaluate, features_from_states, load_pairs, tower_states
 from services.text.model import ReportEncoder
 from services.text.train import load_partial_state, train
 
@@ -225,7 +226,15 @@ def run_train(
     evaluation = {}
     if heldout:
         baseline = ReportEncoder.load_bundle(storage.get_folder(trained["init_uri"]))
-        evaluation = {"trained": evaluate(model, heldout, images), "untrained": evaluate(baseline, heldout, images)}
+        report_features: dict[str, Any] = {"trained": None, "untrained": None}
+        if text_is_frozen(cfg.text.train_parts):  # one tower pass serves both squeezers
+            pooled, states = tower_states(model, [r["report_text"] or "" for r in heldout])
+            report_features = {"trained": features_from_states(model, pooled, states),
+                               "untrained": features_from_states(baseline, pooled, states)}  # fmt: skip
+        evaluation = {
+            "trained": evaluate(model, heldout, images, report_features["trained"]),
+            "untrained": evaluate(baseline, heldout, images, report_features["untrained"]),
+        }
     history = outcome.state["history"]
     summary = {
         "manifest": manifest_uri,
