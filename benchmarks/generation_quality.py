@@ -80,7 +80,9 @@ def main() -> None:
         targets = label_matrix([by_id[i] for i in ids], policy)
         scores = classifier.run(images)[0]
         sets[name] = per_disease_auc(targets, scores, bootstrap=args.bootstrap, seed=cfg.project.seed)
-    real_images, real_rows, _ = read_images([by_id[i] for i in ids], cfg.data.image_size)
+    real_images, real_rows, unreadable = read_images([by_id[i] for i in ids], cfg.data.image_size)
+    if unreadable:  # a moved run folder leaves the manifest's image paths dangling: say so, do not score fewer
+        raise SystemExit(f"{len(unreadable)} real held-out images are unreadable (first: {unreadable[0]})")
     real_targets = label_matrix(real_rows, policy)
     sets["real held-out phantoms, same reports"] = per_disease_auc(
         real_targets, classifier.run(real_images)[0], bootstrap=args.bootstrap, seed=cfg.project.seed
@@ -106,7 +108,8 @@ def main() -> None:
         ),
         f"pipeline wall time <= {seconds} s (stage sum)": [total, total <= seconds],
     }
-    command = f"bash infra/run_local.sh --profile {args.profile} && python benchmarks/generation_quality.py "
+    run_sets = "".join(f" --set {o}" for o in args.overrides or [])  # the run was made with the same overrides
+    command = f"bash infra/run_local.sh --profile {args.profile}{run_sets} && python benchmarks/generation_quality.py "
     record = {
         **record_header("generation_quality", command + " ".join(sys.argv[1:]), profile=args.profile),
         "config": {k: cfg.to_dict()[k] for k in ("data", "diffusion", "adapter", "sampling", "eval", "ray")},
