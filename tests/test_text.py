@@ -312,6 +312,29 @@ def test_embeddings_through_ray_data_to_s3(
         emb.contexts[index[some["sample_id"]]].astype(np.float32), direct, rtol=2e-3, atol=2e-3
     )  # float16 storage
 
+    # the stage's one frozen-tower pass gives the same embeddings, training pairs and held-out states
+    from services.text.data import states_of, tower_pass, train_pairs
+    from services.text.stage import disease_sentences, embed_manifest
+
+    shared = tower_pass(rows, disease_sentences(rows), cfg, bundle)
+    embed_manifest(cfg, rows, bundle, str(tmp_path / "shared"), shared)
+    again = read_embeddings(str(tmp_path / "shared"))
+    assert again.sample_ids == emb.sample_ids and set(again.sentences) == set(emb.sentences)
+    gap = np.abs(again.contexts.astype(np.float32) - emb.contexts.astype(np.float32))  # float16 states, squeezed
+    assert gap.max() < 2e-2 and gap.mean() < 1e-3
+    assert np.array_equal(again.contexts[index["extra:empty"]], emb.contexts[index["extra:empty"]])
+    assert again.truncated == emb.truncated and again.sentence_of == emb.sentence_of
+    pairs = shared.map_batches(train_pairs, batch_format="numpy").take_all()
+    train = [r for r in rows if r["split"] == "train"]
+    assert len(pairs) == len(train) and all(p["image"].any() for p in pairs)
+    pooled, states = states_of(shared, [some["sample_id"], "extra:long"])
+    with torch.no_grad():
+        expected = model.token_states(model.tokenizer()([some["report_text"], "No acute disease. " * 60]).ids)
+    assert torch.allclose(pooled, expected[0], atol=1e-2) and torch.allclose(states, expected[1], atol=1e-2)
+    with pytest.raises(DataError, match="missing from the text tower pass"):
+        states_of(shared, ["no-such-row"])
+    assert tower_pass(rows, {}, load_config("tiny", ["text.train_parts=all"]), bundle) is None  # states would move
+
 
 def test_an_actor_pool_that_takes_every_cpu_is_refused(ray_local: None) -> None:
     from diffcxr.raycluster import check_pool_leaves_room

@@ -32,12 +32,17 @@ from diffcxr import storage
 log = logging.getLogger(__name__)
 
 
+#: The columns an embeddings row keeps from its input row.
+ID_COLUMNS = ("kind", "key", "sentence_id")
+
+
 def sentence_id(sentence: str) -> str:
     return hashlib.sha256(sentence.encode("utf-8")).hexdigest()[:16]
 
 
 class EmbedActor:
-    """Ray Data actor: loads the text model once; texts → contexts and features."""
+    """Ray Data actor: loads the text model once; texts → contexts and features. A batch that carries its
+    frozen tower's ``pooled``/``states`` (:func:`services.text.data.tower_pass`) is only squeezed."""
 
     def __init__(self, bundle_uri: str, threads: int = 1) -> None:
         import torch
@@ -60,12 +65,16 @@ class EmbedActor:
         tokens = self.tokenizer(texts)
         empty = np.array([not self.tokenizer.normalise(t) for t in texts])
         with torch.no_grad():
-            global_token, context = self.model.encode(tokens.ids)
+            if "states" in batch:
+                pooled, states = (torch.from_numpy(batch[k].astype(np.float32)) for k in ("pooled", "states"))
+                global_token, context = self.model.squeeze_states(pooled, states)
+            else:
+                global_token, context = self.model.encode(tokens.ids)
             features = self.model.text_features(global_token)
         context = context.numpy().astype(np.float16)
         features = features.numpy().astype(np.float16)
         context[empty], features[empty] = self.uncond, self.uncond_feature
-        out = {k: v for k, v in batch.items() if k != "text"}
+        out = {k: batch[k] for k in ID_COLUMNS}
         out.update(
             n_tokens=np.array(tokens.n_tokens, dtype=np.int32),
             truncated=np.array(tokens.truncated, dtype=bool),
@@ -76,14 +85,17 @@ class EmbedActor:
         return out
 
 
-def embed_with_ray(items: list[dict[str, Any]], bundle_uri: str, out_uri: str, batch_size: int, cfg: Any) -> None:
-    """Write embeddings of ``items`` (each has ``text`` plus id columns) as Parquet shards at ``out_uri``."""
+def embed_with_ray(items: list[dict[str, Any]] | Any, bundle_uri: str, out_uri: str, batch_size: int, cfg: Any) -> None:
+    """Write embeddings of ``items`` (each has ``text`` plus the :data:`ID_COLUMNS`; or a Ray Dataset of
+    such rows, with the frozen tower's states) as Parquet shards at ``out_uri``."""
     import ray
 
     from diffcxr.raycluster import map_with_actor_pool
 
-    blocks = max(1, min(64, len(items) // max(1, batch_size)))
-    ds = ray.data.from_items(items, override_num_blocks=blocks)
+    if isinstance(items, list):
+        ds = ray.data.from_items(items, override_num_blocks=max(1, min(64, len(items) // max(1, batch_size))))
+    else:
+        ds = items.select_columns([*ID_COLUMNS, "text", "pooled", "states"])
     ds = map_with_actor_pool(ds, EmbedActor, {"bundle_uri": bundle_uri}, cfg, batch_size)
     fs, path = storage.resolve(out_uri)
     storage.delete(out_uri)

@@ -53,10 +53,7 @@ def tower_states(model: ReportEncoder, texts: list[str], batch: int = 32) -> tup
 def features_from_states(model: ReportEncoder, pooled: torch.Tensor, states: torch.Tensor) -> np.ndarray:
     """Text features from token states computed earlier by the same frozen tower (benchmarks reuse them)."""
     model.eval()
-    if model.squeeze is None:
-        return model.text_features(pooled).numpy()
-    global_token = model.squeeze(torch.cat([pooled[:, None], states], dim=1))[:, 0]
-    return model.text_features(global_token).numpy()
+    return model.text_features(model.squeeze_states(pooled, states)[0]).numpy()
 
 
 def probe_sentences() -> dict[str, str]:

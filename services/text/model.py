@@ -90,7 +90,10 @@ class ReportEncoder(nn.Module):
 
     def encode(self, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(global token (B, d), context (B, K, d)); without a squeeze: (pooled, all L states)."""
-        pooled, states = self.token_states(ids)
+        return self.squeeze_states(*self.token_states(ids))
+
+    def squeeze_states(self, pooled: torch.Tensor, states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`encode` from the tower's output: a frozen tower's states are computed once and reused."""
         if self.squeeze is None:
             return pooled, states
         squeezed = self.squeeze(torch.cat([pooled[:, None], states], dim=1))
@@ -124,12 +127,7 @@ class ReportEncoder(nn.Module):
         Give ``ids`` when the text tower trains, or precomputed ``pooled`` and
         ``states`` when it is frozen (they are computed once, not every epoch).
         """
-        if ids is not None:
-            global_token, _ = self.encode(ids)
-        elif self.squeeze is None:
-            global_token = pooled
-        else:
-            global_token = self.squeeze(torch.cat([pooled[:, None], states], dim=1))[:, 0]
+        global_token = (self.encode(ids) if ids is not None else self.squeeze_states(pooled, states))[0]
         return self.image_features(images), self.text_features(global_token)
 
     @torch.no_grad()

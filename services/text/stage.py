@@ -29,7 +29,7 @@ from diffcxr.labeling.sentences import NO_FINDING_SENTENCE
 from diffcxr.raycluster import init_ray
 from diffcxr.stages import StageDir, content_key
 from diffcxr.tracking import Tracker
-from services.text.data import text_is_frozen
+from services.text.data import states_of, text_is_frozen, tower_pass
 from services.text.embed import embed_with_ray, read_table, sentence_id, write_unconditional
 from services.text.evaluate import evaluate, features_from_states, load_pairs, tower_states
 from services.text.model import ReportEncoder
@@ -105,16 +105,21 @@ def train_text(
     num_workers: int | None = None,
     crash_after_step: int | None = None,
     kill_after_step: int | None = None,
+    shared: Any | None = None,
 ) -> dict[str, Any]:
-    """Train on the kept train-split pairs; write ``model/``; return the outcome (model included)."""
-    from services.text.data import training_dataset
+    """Train on the kept train-split pairs; write ``model/``; return the outcome (model included).
+    ``shared``: the stage's :func:`~services.text.data.tower_pass`, whose train rows are the pairs."""
+    from services.text.data import train_pairs, training_dataset
 
     train_rows = [r for r in rows if r["split"] == "train" and r["image_uri"]]
     if not train_rows:
         raise DataError("the manifest has no kept train-split rows with images")
     init_uri = make_init_bundle(cfg, storage.join(out, "init"), key)
     init_ray(cfg)
-    dataset = training_dataset(train_rows, cfg, init_uri)
+    if shared is not None:
+        dataset = shared.map_batches(train_pairs, batch_format="numpy", num_cpus=0.25)
+    else:
+        dataset = training_dataset(train_rows, cfg, init_uri)
     tracking = None
     if tracker is not None:
         import mlflow
@@ -144,21 +149,30 @@ def train_text(
 # --------------------------------------------------------------------------- embed
 
 
-def embed_manifest(cfg: DiffCXRConfig, rows: list[dict[str, Any]], bundle_uri: str, out: str) -> dict[str, Any]:
-    """Embeddings of every kept row's report and disease sentence, and the unconditional context."""
+def disease_sentences(rows: list[dict[str, Any]]) -> dict[str, str]:
+    """id → text of the distinct disease sentences of ``rows`` (what the adapter reads), sorted by text."""
+    return {sentence_id(s): s for s in sorted({r["disease_sentence"] or NO_FINDING_SENTENCE for r in rows})}
+
+
+def embed_manifest(
+    cfg: DiffCXRConfig, rows: list[dict[str, Any]], bundle_uri: str, out: str, shared: Any | None = None
+) -> dict[str, Any]:
+    """Embeddings of every kept row's report and disease sentence, and the unconditional context.
+    ``shared``: the stage's :func:`~services.text.data.tower_pass` over the same rows (only the squeeze runs)."""
     init_ray(cfg)
-    sentences = sorted({r["disease_sentence"] or NO_FINDING_SENTENCE for r in rows})
-    items = [
-        {
-            "kind": "report",
-            "key": r["sample_id"],
-            "sentence_id": sentence_id(r["disease_sentence"] or NO_FINDING_SENTENCE),
-            "text": r["report_text"] or "",
-        }
-        for r in rows
-    ]
-    items += [{"kind": "sentence", "key": sentence_id(s), "sentence_id": sentence_id(s), "text": s} for s in sentences]
-    embed_with_ray(items, bundle_uri, storage.join(out, "table"), cfg.text.embed_batch_size, cfg)
+    sentences = disease_sentences(rows)
+    source = shared
+    if source is None:
+        source = [
+            {
+                "kind": "report",
+                "key": r["sample_id"],
+                "sentence_id": sentence_id(r["disease_sentence"] or NO_FINDING_SENTENCE),
+                "text": r["report_text"] or "",
+            }
+            for r in rows
+        ] + [{"kind": "sentence", "key": k, "sentence_id": k, "text": s} for k, s in sentences.items()]
+    embed_with_ray(source, bundle_uri, storage.join(out, "table"), cfg.text.embed_batch_size, cfg)
     folder = storage.get_folder(bundle_uri)  # once: a remote bundle is a download
     model = ReportEncoder.load_bundle(folder)
     uncond = model.unconditional().numpy()
@@ -220,7 +234,9 @@ def run_train(
     key = key or stage_key(cfg, manifest_bytes)
     started = time.perf_counter()
     rows = rows if rows is not None else kept_rows(manifest.parse(manifest_bytes, manifest_uri))
-    trained = train_text(cfg, rows, out, key, tracker, num_workers, crash_after_step, kill_after_step)
+    init_ray(cfg)
+    shared = tower_pass(rows, disease_sentences(rows), cfg, make_init_bundle(cfg, storage.join(out, "init"), key))
+    trained = train_text(cfg, rows, out, key, tracker, num_workers, crash_after_step, kill_after_step, shared)
     model, outcome = trained["model"], trained["outcome"]
     heldout, images = load_pairs(heldout_rows(rows), cfg.data.image_size)
     evaluation = {}
@@ -228,7 +244,11 @@ def run_train(
         baseline = ReportEncoder.load_bundle(storage.get_folder(trained["init_uri"]))
         report_features: dict[str, Any] = {"trained": None, "untrained": None}
         if text_is_frozen(cfg.text.train_parts):  # one tower pass serves both squeezers
-            pooled, states = tower_states(model, [r["report_text"] or "" for r in heldout])
+            pooled, states = (
+                states_of(shared, [r["sample_id"] for r in heldout])
+                if shared is not None
+                else tower_states(model, [r["report_text"] or "" for r in heldout])
+            )
             report_features = {"trained": features_from_states(model, pooled, states),
                                "untrained": features_from_states(baseline, pooled, states)}  # fmt: skip
         evaluation = {
@@ -254,7 +274,7 @@ def run_train(
     storage.write_text(storage.join(out, "summary.json"), json.dumps(summary, indent=2))
     if tracker is not None:
         summary["registered"] = _track(tracker, cfg, summary, trained["model_uri"], key, loss_png)
-    return {"model": trained["model_uri"], "summary": summary, "key": key}
+    return {"model": trained["model_uri"], "summary": summary, "key": key, "tower_pass": shared}
 
 
 def run_embed(
@@ -289,7 +309,7 @@ def run(
     rows = kept_rows(manifest.parse(manifest_bytes, manifest_uri))
     trained = run_train(cfg, tracker, manifest_uri, out, num_workers, crash_after_step, manifest_bytes, key, rows)
     embeddings_uri = storage.join(out, "embeddings")
-    meta = embed_manifest(cfg, rows, trained["model"], embeddings_uri)
+    meta = embed_manifest(cfg, rows, trained["model"], embeddings_uri, trained["tower_pass"])
     summary = {**trained["summary"], "embeddings": meta["counts"]}
     storage.write_text(storage.join(out, "summary.json"), json.dumps(summary, indent=2))
     if tracker is not None:
