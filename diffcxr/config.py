@@ -96,6 +96,13 @@ class PromotionConfig(Section):
         description="Absolute floor: a generator whose eval mAUC is below it (or undefined) stays candidate and is "
         "never made champion, even when there is no champion yet (null: no floor). Chance is 0.5.",
     )
+    min_sd_over_chance: float | None = Field(
+        2.0,
+        ge=0,
+        description="A generator's mAUC must also beat the eval's shuffled-labels control (the same images scored "
+        "against other reports' labels) by this many of its standard deviations: on a small eval set a mAUC above "
+        "the floor can still be chance (null: no such check; results without the control skip it).",
+    )
     reevaluate_champion: bool = Field(
         True,
         description="When the champion was scored on another eval set, score it on this one before comparing "

@@ -35,6 +35,12 @@ def test_the_rule_on_numbers() -> None:
         assert not refused.promote and refused.below_floor and "below the floor 0.6" in refused.reason
         assert decide({"mAUC": noise}, {"mAUC": 0.3}, RULES).below_floor
     assert decide({"mAUC": None}, None, PromotionConfig(min_mauc=None)).promote  # the floor can be switched off
+    chance = {"mAUC_chance_mean": 0.5, "mAUC_chance_sd": 0.06}  # a small eval set: chance reaches 0.62 at 2 sd
+    lucky = decide({"mAUC": 0.61, **chance}, None, RULES)
+    assert not lucky.promote and lucky.below_floor and "within 2 sd of chance" in lucky.reason
+    assert decide({"mAUC": 0.63, **chance}, None, RULES).promote
+    assert decide({"mAUC": 0.61, **chance}, None, PromotionConfig(min_sd_over_chance=None)).promote
+    assert decide({"mAUC": 0.61, "mAUC_chance_mean": None, "mAUC_chance_sd": None}, None, RULES).promote
     tie = decide({"mAUC": 0.6, "fid_domain": 5}, {"mAUC": 0.6, "fid_domain": 5}, RULES, "champion v1")
     assert not tie.promote and tie.reason == "mAUC 0.6000 vs champion v1's 0.6000: not higher"
     assert decide({"mAUC": 0.61, "fid_domain": 5}, {"mAUC": 0.6, "fid_domain": 5}, RULES).promote

@@ -31,16 +31,28 @@ def _fmt(value: float | None) -> str:
 
 
 def below_floor(new: Mapping[str, float | None], rules: PromotionConfig) -> Decision | None:
-    """The absolute floor's refusal when the new generator's mAUC is below ``min_mauc`` or undefined, else None."""
-    floor = rules.min_mauc
-    if floor is None or (new.get("mAUC") is not None and new["mAUC"] >= floor):
+    """The floor's refusal, else None: the new generator's mAUC is undefined, below ``min_mauc``, or not
+    ``min_sd_over_chance`` standard deviations above its eval's shuffled-labels control (``mAUC_chance_mean``,
+    ``mAUC_chance_sd``; skipped when the results lack it)."""
+    mauc, floor = new.get("mAUC"), rules.min_mauc
+    if floor is not None and (mauc is None or mauc < floor):
+        return Decision(
+            False,
+            f"mAUC {_fmt(mauc)} is below the floor {floor:g} (promotion.min_mauc): a generator whose "
+            "images do not follow their reports is never promoted",
+            below_floor=True,
+        )
+    mean, sd, k = new.get("mAUC_chance_mean"), new.get("mAUC_chance_sd"), rules.min_sd_over_chance
+    if k is None or mean is None or sd is None:
         return None
-    return Decision(
-        False,
-        f"mAUC {_fmt(new.get('mAUC'))} is below the floor {floor:g} (promotion.min_mauc): a generator whose "
-        "images do not follow their reports is never promoted",
-        below_floor=True,
-    )
+    if mauc is None or mauc <= mean + k * sd:
+        return Decision(
+            False,
+            f"mAUC {_fmt(mauc)} is within {k:g} sd of chance on this eval set (shuffled labels: {mean:.4f} ± "
+            f"{sd:.4f}; promotion.min_sd_over_chance): its images may not follow their reports",
+            below_floor=True,
+        )
+    return None
 
 
 def decide(

@@ -51,9 +51,17 @@ def eval_set_id(results: dict[str, Any]) -> str:
     )
 
 
+#: The eval's shuffled-labels control (services/eval/stage.py), as the gate reads it.
+CHANCE = {
+    "mAUC_chance_mean": "generated, report labels shuffled: mAUC (mean of 20)",
+    "mAUC_chance_sd": "generated, report labels shuffled: mAUC spread (sd)",
+}
+
+
 def eval_metrics(results: dict[str, Any]) -> dict[str, float | None]:
-    main = results["models"]["model"]
-    return {name: main.get(name) for name in COMPARED}
+    """The compared metrics of the evaluated generator, and its eval's chance control (None when absent)."""
+    main, calibration = results["models"]["model"], results.get("calibration") or {}
+    return {**{name: main.get(name) for name in COMPARED}, **{k: calibration.get(v) for k, v in CHANCE.items()}}
 
 
 def _tag_value(value: float | None) -> str:
