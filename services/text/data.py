@@ -20,6 +20,7 @@ import numpy as np
 from diffcxr import storage
 from diffcxr.config import DiffCXRConfig
 from diffcxr.errors import DataError
+from diffcxr.labeling.sentences import NO_FINDING_SENTENCE
 from diffcxr.raycluster import map_with_actor_pool
 from services.filter.encode import read_and_decode
 
@@ -121,8 +122,6 @@ def tower_pass(
 
     if not text_is_frozen(cfg.text.train_parts) or (len(rows) + len(sentences)) * state_bytes(cfg) >= MATERIALISE_BYTES:
         return None
-    from diffcxr.labeling.sentences import NO_FINDING_SENTENCE
-
     by_text = {v: k for k, v in sentences.items()}
     items = [
         {"kind": "report", "key": r["sample_id"], "sentence_id": by_text[r["disease_sentence"] or NO_FINDING_SENTENCE],

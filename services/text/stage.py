@@ -96,6 +96,17 @@ def make_init_bundle(cfg: DiffCXRConfig, uri: str, key: str) -> str:
     return uri
 
 
+def training_rows(cfg: DiffCXRConfig, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The kept train-split rows with images; refused before any cluster time when too few for a batch."""
+    train_rows = [r for r in rows if r["split"] == "train" and r["image_uri"]]
+    if not train_rows:
+        raise DataError("the manifest has no kept train-split rows with images")
+    if len(train_rows) < cfg.text.batch_size:
+        raise DataError(f"text.batch_size {cfg.text.batch_size} is larger than the {len(train_rows)} training pairs; "
+                        "lower it")  # fmt: skip
+    return train_rows
+
+
 def train_text(
     cfg: DiffCXRConfig,
     rows: list[dict[str, Any]],
@@ -111,9 +122,7 @@ def train_text(
     ``shared``: the stage's :func:`~services.text.data.tower_pass`, whose train rows are the pairs."""
     from services.text.data import train_pairs, training_dataset
 
-    train_rows = [r for r in rows if r["split"] == "train" and r["image_uri"]]
-    if not train_rows:
-        raise DataError("the manifest has no kept train-split rows with images")
+    train_rows = training_rows(cfg, rows)
     init_uri = make_init_bundle(cfg, storage.join(out, "init"), key)
     init_ray(cfg)
     if shared is not None:
@@ -234,6 +243,7 @@ def run_train(
     key = key or stage_key(cfg, manifest_bytes)
     started = time.perf_counter()
     rows = rows if rows is not None else kept_rows(manifest.parse(manifest_bytes, manifest_uri))
+    training_rows(cfg, rows)
     init_ray(cfg)
     shared = tower_pass(rows, disease_sentences(rows), cfg, make_init_bundle(cfg, storage.join(out, "init"), key))
     trained = train_text(cfg, rows, out, key, tracker, num_workers, crash_after_step, kill_after_step, shared)
