@@ -20,9 +20,9 @@ import numpy as np
 from diffcxr import storage
 from diffcxr.config import DiffCXRConfig
 from diffcxr.errors import DataError
-from diffcxr.labeling.sentences import NO_FINDING_SENTENCE
 from diffcxr.raycluster import map_with_actor_pool
 from services.filter.encode import read_and_decode
+from services.text.embed import embedding_items
 
 #: Materialise the prepared training set when it is smaller than this.
 MATERIALISE_BYTES = 1 << 30
@@ -122,16 +122,10 @@ def tower_pass(
 
     if not text_is_frozen(cfg.text.train_parts) or (len(rows) + len(sentences)) * state_bytes(cfg) >= MATERIALISE_BYTES:
         return None
-    by_text = {v: k for k, v in sentences.items()}
-    items = [
-        {"kind": "report", "key": r["sample_id"], "sentence_id": by_text[r["disease_sentence"] or NO_FINDING_SENTENCE],
-         "text": r["report_text"] or "", "split": r["split"] or "", "image_uri": r["image_uri"] or "",
-         "train": r["split"] == "train" and bool(r["image_uri"])}
-        for r in rows
-    ] + [
-        {"kind": "sentence", "key": k, "sentence_id": k, "text": v, "split": "", "image_uri": "", "train": False}
-        for k, v in sentences.items()
-    ]  # fmt: skip
+    where = [{"split": r["split"] or "", "image_uri": r["image_uri"] or "",
+              "train": r["split"] == "train" and bool(r["image_uri"])} for r in rows]  # fmt: skip
+    where += [{"split": "", "image_uri": "", "train": False}] * len(sentences)
+    items = [{**item, **w} for item, w in zip(embedding_items(rows, sentences), where, strict=True)]
     ds = ray.data.from_items(items, override_num_blocks=max(2, min(64, len(items) // 64)))
     ds = ds.map_batches(decode_trainable, fn_kwargs={"size": cfg.data.image_size}, batch_size=64,
                         batch_format="numpy", num_cpus=0.25)  # fmt: skip

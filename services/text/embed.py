@@ -28,6 +28,7 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from diffcxr import storage
+from diffcxr.labeling.sentences import NO_FINDING_SENTENCE
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +39,17 @@ ID_COLUMNS = ("kind", "key", "sentence_id")
 
 def sentence_id(sentence: str) -> str:
     return hashlib.sha256(sentence.encode("utf-8")).hexdigest()[:16]
+
+
+def embedding_items(rows: list[dict[str, Any]], sentences: dict[str, str]) -> list[dict[str, Any]]:
+    """The texts to embed: one item per kept row's report, then one per distinct disease sentence
+    (``sentences``: id → text), each with the :data:`ID_COLUMNS` and ``text``."""
+    reports = [
+        {"kind": "report", "key": r["sample_id"], "text": r["report_text"] or "",
+         "sentence_id": sentence_id(r["disease_sentence"] or NO_FINDING_SENTENCE)}
+        for r in rows
+    ]  # fmt: skip
+    return reports + [{"kind": "sentence", "key": k, "sentence_id": k, "text": s} for k, s in sentences.items()]
 
 
 class EmbedActor:

@@ -30,7 +30,7 @@ from diffcxr.raycluster import init_ray
 from diffcxr.stages import StageDir, content_key
 from diffcxr.tracking import Tracker
 from services.text.data import states_of, text_is_frozen, tower_pass
-from services.text.embed import embed_with_ray, read_table, sentence_id, write_unconditional
+from services.text.embed import embed_with_ray, embedding_items, read_table, sentence_id, write_unconditional
 from services.text.evaluate import evaluate, features_from_states, load_pairs, tower_states
 from services.text.model import ReportEncoder
 from services.text.train import load_partial_state, train
@@ -170,17 +170,7 @@ def embed_manifest(
     ``shared``: the stage's :func:`~services.text.data.tower_pass` over the same rows (only the squeeze runs)."""
     init_ray(cfg)
     sentences = disease_sentences(rows)
-    source = shared
-    if source is None:
-        source = [
-            {
-                "kind": "report",
-                "key": r["sample_id"],
-                "sentence_id": sentence_id(r["disease_sentence"] or NO_FINDING_SENTENCE),
-                "text": r["report_text"] or "",
-            }
-            for r in rows
-        ] + [{"kind": "sentence", "key": k, "sentence_id": k, "text": s} for k, s in sentences.items()]
+    source = shared if shared is not None else embedding_items(rows, sentences)
     embed_with_ray(source, bundle_uri, storage.join(out, "table"), cfg.text.embed_batch_size, cfg)
     folder = storage.get_folder(bundle_uri)  # once: a remote bundle is a download
     model = ReportEncoder.load_bundle(folder)
