@@ -49,7 +49,7 @@ apply_defaults()
 
 import torch  # noqa: E402
 
-from diffcxr.machine import cpu_model  # noqa: E402
+from diffcxr.machine import cpu_model, cpu_speed_flags  # noqa: E402
 from services.diffusion.flops import (  # noqa: E402
     PAPER_ADAPTER_GFLOPS,
     PAPER_GFLOPS,
@@ -140,6 +140,7 @@ def machine_info() -> dict[str, Any]:
     return {
         "platform": platform.platform(),
         "cpu_model": cpu_model(),
+        "cpu_flags": cpu_speed_flags(),
         "cpus": os.cpu_count(),
         "python": platform.python_version(),
         "torch": torch.__version__,

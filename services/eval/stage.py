@@ -107,9 +107,10 @@ def read_images(rows: list[dict[str, Any]], size: int) -> tuple[np.ndarray, list
 def machine() -> str:
     import torch
 
-    from diffcxr.machine import cpu_model
+    from diffcxr.machine import cpu_description
 
-    return f"{cpu_model()}, {os.cpu_count()} CPUs, {torch.get_num_threads()} torch threads, torch {torch.__version__}"
+    threads = torch.get_num_threads()
+    return f"{cpu_description()}, {os.cpu_count()} CPUs, {threads} torch threads, torch {torch.__version__}"
 
 
 def run(
