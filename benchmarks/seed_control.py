@@ -37,6 +37,7 @@ from services.diffusion.generator import Generator  # noqa: E402
 from services.eval.classifier import OwnDenseNet  # noqa: E402
 from services.eval.generate import requests  # noqa: E402
 from services.eval.labels import LabelPolicy, label_matrix, per_disease_auc  # noqa: E402
+from services.eval.stage import one_row_per_report  # noqa: E402
 
 
 def main() -> None:
@@ -55,7 +56,7 @@ def main() -> None:
     rows = pq.read_table(run / "filter" / "manifest.parquet").to_pylist()
     test = sorted((r for r in rows if r["status"] == "kept" and r["split"] == "test" and r["image_uri"]),
                   key=lambda r: r["sample_id"])  # the eval stage's order  # fmt: skip
-    test = test[: cfg.eval.num_reports or len(test)]
+    test = [test[i] for i in one_row_per_report(test)[: cfg.eval.num_reports or None]]  # as the eval stage picks
     items = requests(test, cfg.eval.images_per_report, cfg.project.seed)
     targets = np.repeat(label_matrix(test, LabelPolicy.from_config(cfg.eval)), cfg.eval.images_per_report, axis=0)
     generator = Generator(run / "diffusion" / "generator")

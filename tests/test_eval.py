@@ -14,6 +14,7 @@ from diffcxr.config import load_config
 from diffcxr.constants import EVAL_DISEASES
 from diffcxr.errors import ConfigError, DataError, DiffCXRError
 from services.eval.labels import LabelPolicy, label_matrix, per_disease_auc
+from services.eval.stage import one_row_per_report
 
 
 # ----------------------------------------------------------------------------- labels and AUC
@@ -66,6 +67,14 @@ def test_bootstrap_intervals_cover_the_estimate_and_shrink_with_more_images() ->
         widths.append(hi - lo)
         assert _rank_auc(targets[:, 0], scores[:, 0]) == pytest.approx(roc_auc_score(targets[:, 0], scores[:, 0]))
     assert widths[1] < widths[0] / 2  # ten times the images: an interval about a third as wide
+
+
+def test_eval_counts_reports_not_rows() -> None:
+    """With several phantoms per report, ``eval.num_reports`` still means distinct reports (first row of each)."""
+    rows = [{"report_id": r, "sample_id": f"{r}-{k}"} for r in ("a", "b", "c") for k in range(3)]
+    assert one_row_per_report(rows).tolist() == [0, 3, 6]
+    assert one_row_per_report(rows[::-1]).tolist() == [0, 3, 6]  # the first met, whatever the order
+    assert one_row_per_report([]).tolist() == []
 
 
 def test_variant_option_names_what_is_wrong() -> None:

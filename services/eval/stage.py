@@ -104,6 +104,21 @@ def read_images(rows: list[dict[str, Any]], size: int) -> tuple[np.ndarray, list
     return (np.stack(images) if images else np.zeros((0, size, size), np.uint8)), ok, unreadable
 
 
+def one_row_per_report(rows: list[dict[str, Any]]) -> np.ndarray:
+    """Index of the first row of each distinct report, in row order.
+
+    ``eval.num_reports`` counts reports: with ``data.phantom_seeds`` > 1 a report has several test rows
+    (the same findings drawn again), and taking the first N rows made 64 eval rows of only ~21 reports.
+    """
+    seen: set[str] = set()
+    picked = []
+    for i, row in enumerate(rows):
+        if row["report_id"] not in seen:
+            seen.add(row["report_id"])
+            picked.append(i)
+    return np.asarray(picked, dtype=int)
+
+
 def machine() -> str:
     import torch
 
@@ -150,7 +165,7 @@ def run(
     train_images, train_rows, unreadable_train = read_images(train_rows, size)
     test_images, test_rows, unreadable_test = read_images(test_rows, size)
     train_targets, test_targets = label_matrix(train_rows, policy), label_matrix(test_rows, policy)
-    eval_idx = np.arange(len(test_rows))[: cfg.eval.num_reports or len(test_rows)]
+    eval_idx = one_row_per_report(test_rows)[: cfg.eval.num_reports or None]
     if len(eval_idx) < 2 or len(train_rows) < 2:
         unreadable = unreadable_train + unreadable_test
         raise DataError(
