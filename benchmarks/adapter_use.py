@@ -37,24 +37,20 @@ from infra.env import apply_defaults  # noqa: E402
 apply_defaults()
 
 import numpy as np  # noqa: E402
-import pyarrow.parquet as pq  # noqa: E402
 import torch  # noqa: E402
+from condition_use import RunData  # noqa: E402
 from diffusers.training_utils import EMAModel  # noqa: E402
 from diffusion_flops import record_header  # noqa: E402
 
 from diffcxr.config import load_config  # noqa: E402
-from diffcxr.labeling.sentences import NO_FINDING_SENTENCE  # noqa: E402
 from services.diffusion.adapter import AdaptedUViT  # noqa: E402
-from services.diffusion.data import build_training_set, decode_batch  # noqa: E402
 from services.diffusion.objective import denoising_loss  # noqa: E402
-from services.diffusion.parts import DecoderPart, to_uint8  # noqa: E402
+from services.diffusion.parts import to_uint8  # noqa: E402
 from services.diffusion.sampling import sample_latents  # noqa: E402
 from services.diffusion.schedulers import schedule_of, training_scheduler  # noqa: E402
 from services.diffusion.uvit import init_weights  # noqa: E402
 from services.diffusion.weights import load_uvit  # noqa: E402
-from services.eval.classifier import OwnDenseNet  # noqa: E402
-from services.eval.labels import LabelPolicy, label_matrix, per_disease_auc  # noqa: E402
-from services.text.embed import read_embeddings, sentence_id  # noqa: E402
+from services.eval.labels import label_matrix, per_disease_auc  # noqa: E402
 
 VARIANTS = ("zero-hint", "open-hint")
 
@@ -76,21 +72,13 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     cfg = load_config(args.profile, args.overrides)
     run = Path(args.run)
-    rows = [r for r in pq.read_table(run / "filter" / "manifest.parquet").to_pylist() if r["status"] == "kept"]
-    emb = read_embeddings(str(run / "text" / "embeddings"))
-    train_rows = [r for r in rows if r["split"] == "train" and r["image_uri"]]
-    data = build_training_set(train_rows, str(run / "filter" / "latents"), emb, cfg.latent_shape)
-    table = data.table.to_pydict()
-    batch = decode_batch({**table, "sentence": np.asarray(table["sentence"])}, data.payload())
-    latents = data.latent_stats.normalize(batch["latent"])
-    uncond = torch.from_numpy(data.unconditional).float()
-    index, blank = emb.index(), sentence_id(NO_FINDING_SENTENCE)
-    decoder = DecoderPart(run / "diffusion" / "generator")
-    classifier = OwnDenseNet.load(run / "eval" / "classifier")
-    policy = LabelPolicy.from_config(cfg.eval)
+    loaded = RunData.load(run, cfg)
+    rows, emb, data, batch, latents, uncond = (loaded.rows, loaded.emb, loaded.data, loaded.batch, loaded.latents,
+                                               loaded.uncond)  # fmt: skip
+    index, blank, decoder, classifier = loaded.index, loaded.blank, loaded.decoder, loaded.classifier
     held = [r for r in rows if r["view"] in ("PA", "AP") and r["sample_id"] in index and r["split"] in ("val", "test")]
     held = held[: args.reports]
-    targets = label_matrix(held, policy)
+    targets = label_matrix(held, loaded.policy)
     ctx = torch.from_numpy(np.stack([emb.contexts[index[r["sample_id"]]] for r in held]).astype(np.float32))
     hints = torch.from_numpy(
         np.stack([emb.sentences[emb.sentence_of.get(r["sample_id"], blank)] for r in held]).astype(np.float32)

@@ -58,6 +58,47 @@ from services.text.embed import read_embeddings, sentence_id  # noqa: E402
 VARIANTS = ("report", "report+pool", "sentence", "sentence+pool")
 
 
+@dataclasses.dataclass
+class RunData:
+    """What a finished run left that a denoiser benchmark trains and scores on: the kept manifest rows, the
+    text stage's embeddings, the diffusion stage's training set (decoded, latents standardised), the
+    generator's decoder and the eval stage's classifier."""
+
+    rows: list[dict[str, Any]]
+    emb: Any
+    data: Any
+    batch: dict[str, Any]
+    latents: torch.Tensor
+    uncond: torch.Tensor
+    index: dict[str, int]
+    blank: str
+    decoder: DecoderPart
+    classifier: OwnDenseNet
+    policy: LabelPolicy
+
+    @classmethod
+    def load(cls, run: Path, cfg: Any) -> RunData:
+        rows = [r for r in pq.read_table(run / "filter" / "manifest.parquet").to_pylist() if r["status"] == "kept"]
+        emb = read_embeddings(str(run / "text" / "embeddings"))
+        train_rows = [r for r in rows if r["split"] == "train" and r["image_uri"]]
+        data = build_training_set(train_rows, str(run / "filter" / "latents"), emb, cfg.latent_shape)
+        table = data.table.to_pydict()
+        batch = decode_batch({**table, "sentence": np.asarray(table["sentence"])}, data.payload())
+        return cls(
+            rows=rows,
+            emb=emb,
+            data=data,
+            batch=batch,
+            latents=data.latent_stats.normalize(batch["latent"]),
+            uncond=torch.from_numpy(data.unconditional).float(),
+            index=emb.index(),
+            blank=sentence_id(NO_FINDING_SENTENCE),
+            decoder=DecoderPart(run / "diffusion" / "generator"),
+            classifier=OwnDenseNet.load(run / "eval" / "classifier"),
+            policy=LabelPolicy.from_config(cfg.eval),
+        )
+
+
 def sensitivity(model: UViT, contexts: torch.Tensor, uncond: torch.Tensor, shape: tuple[int, ...]) -> float:
     """rms(cond − uncond) / rms(cond) of the prediction at t = 500."""
     x = torch.randn(len(contexts), *shape, generator=torch.Generator().manual_seed(3))
@@ -82,19 +123,11 @@ def main() -> None:
     cfg = load_config(args.profile)
     lr = args.lr or cfg.diffusion.lr
     run = Path(args.run)
-    rows = [r for r in pq.read_table(run / "filter" / "manifest.parquet").to_pylist() if r["status"] == "kept"]
-    emb = read_embeddings(str(run / "text" / "embeddings"))
-    train_rows = [r for r in rows if r["split"] == "train" and r["image_uri"]]
-    data = build_training_set(train_rows, str(run / "filter" / "latents"), emb, cfg.latent_shape)
-    table = data.table.to_pydict()
-    batch = decode_batch({**table, "sentence": np.asarray(table["sentence"])}, data.payload())
-    latents = data.latent_stats.normalize(batch["latent"])
-    uncond = torch.from_numpy(data.unconditional).float()
-    index = emb.index()
-    blank = sentence_id(NO_FINDING_SENTENCE)
-    decoder = DecoderPart(run / "diffusion" / "generator")
-    classifier = OwnDenseNet.load(run / "eval" / "classifier")
-    policy = LabelPolicy.from_config(cfg.eval)
+    loaded = RunData.load(run, cfg)
+    rows, emb, data, batch, latents, uncond = (loaded.rows, loaded.emb, loaded.data, loaded.batch, loaded.latents,
+                                               loaded.uncond)  # fmt: skip
+    index, blank, decoder, classifier, policy = (loaded.index, loaded.blank, loaded.decoder, loaded.classifier,
+                                                 loaded.policy)  # fmt: skip
     frontal = [r for r in rows if r["view"] in ("PA", "AP") and r["sample_id"] in index]
     sets = {
         "in_sample": [r for r in frontal if r["split"] == "train"][: args.reports],
