@@ -64,6 +64,9 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--eval-every", type=int, default=150)
     parser.add_argument("--lr", type=float, nargs="+", default=None, help="default: the profile's adapter.lr")
+    parser.add_argument("--finding-weight", type=float, nargs="+", default=[1.0],
+                        help="sampling weight of training rows whose report has a finding (normals: 1)")
+    parser.add_argument("--splits", nargs="+", default=["val", "test"], help="held-out splits scored")
     parser.add_argument("--reports", type=int, default=200, help="held-out reports scored")
     parser.add_argument("--guidance", type=float, default=3.0)
     parser.add_argument("--threads", type=int, default=2)
@@ -76,7 +79,7 @@ def main() -> None:
     rows, emb, data, batch, latents, uncond = (loaded.rows, loaded.emb, loaded.data, loaded.batch, loaded.latents,
                                                loaded.uncond)  # fmt: skip
     index, blank, decoder, classifier = loaded.index, loaded.blank, loaded.decoder, loaded.classifier
-    held = [r for r in rows if r["view"] in ("PA", "AP") and r["sample_id"] in index and r["split"] in ("val", "test")]
+    held = [r for r in rows if r["view"] in ("PA", "AP") and r["sample_id"] in index and r["split"] in args.splits]
     held = held[: args.reports]
     targets = label_matrix(held, loaded.policy)
     ctx = torch.from_numpy(np.stack([emb.contexts[index[r["sample_id"]]] for r in held]).astype(np.float32))
@@ -99,68 +102,79 @@ def main() -> None:
     uvit.eval()
     results: dict[str, Any] = {"uvit_alone": score(lambda x, t, c, h: uvit(x, t, c), with_hint=False)}
     print("uvit_alone", json.dumps(results["uvit_alone"]), flush=True)
-    for lr in args.lr or [cfg.adapter.lr]:
-        for variant in args.variants:
-            torch.manual_seed(0)
-            model = AdaptedUViT(uvit)
-            if variant == "open-hint":
-                init_weights(model.adapter.hint_embed)
-                if model.adapter.hint_pooled is not None:
-                    init_weights(model.adapter.hint_pooled)
-            params = list(model.adapter.parameters())
-            optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=cfg.diffusion.weight_decay,
-                                          betas=tuple(cfg.diffusion.betas))  # fmt: skip
-            ema = EMAModel(params, decay=cfg.diffusion.ema_decay)
-            scheduler = training_scheduler(schedule)
-            gen = torch.Generator().manual_seed(0)
-            size, losses, row = cfg.adapter.batch_size, [], {}
-            started = time.perf_counter()
-            model.train()
-            for step in range(1, args.steps + 1):
-                for group in optimizer.param_groups:
-                    group["lr"] = lr * min(1.0, step / max(cfg.adapter.warmup_steps, 1))
+    has_finding = torch.from_numpy(np.asarray(data.table.column("sentence").to_pylist()) != blank_index(data, blank))
+    runs = [(lr, v, w) for lr in args.lr or [cfg.adapter.lr] for v in args.variants for w in args.finding_weight]
+    for lr, variant, weight in runs:
+        torch.manual_seed(0)
+        model = AdaptedUViT(uvit)
+        if variant == "open-hint":
+            init_weights(model.adapter.hint_embed)
+            if model.adapter.hint_pooled is not None:
+                init_weights(model.adapter.hint_pooled)
+        params = list(model.adapter.parameters())
+        optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=cfg.diffusion.weight_decay,
+                                      betas=tuple(cfg.diffusion.betas))  # fmt: skip
+        ema = EMAModel(params, decay=cfg.diffusion.ema_decay)
+        scheduler = training_scheduler(schedule)
+        gen = torch.Generator().manual_seed(0)
+        size, losses, row = cfg.adapter.batch_size, [], {}
+        started = time.perf_counter()
+        model.train()
+        for step in range(1, args.steps + 1):
+            for group in optimizer.param_groups:
+                group["lr"] = lr * min(1.0, step / max(cfg.adapter.warmup_steps, 1))
+            if weight == 1.0:
                 pick = torch.randint(0, len(latents), (size,), generator=gen)
-                noise = torch.randn((size, *latents.shape[1:]), generator=gen)
-                t = torch.randint(0, schedule["num_train_timesteps"], (size,), generator=gen)
-                drop = (torch.rand(size, generator=gen) < cfg.adapter.p_uncond)[:, None, None]
-                c = torch.where(drop, uncond.expand_as(batch["context"][pick]), batch["context"][pick])
-                h = torch.where(drop, uncond.expand_as(batch["hint"][pick]), batch["hint"][pick])
-                loss = denoising_loss(model, scheduler, latents[pick], noise, t, c, h,
-                                      min_snr_gamma=cfg.diffusion.min_snr_gamma)  # fmt: skip
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(params, cfg.diffusion.grad_clip)
-                optimizer.step()
-                ema.step(params)
-                losses.append(float(loss.detach()))
-                if step % args.eval_every == 0 or step == args.steps:
-                    seconds = time.perf_counter() - started
-                    ema.store(params)
-                    ema.copy_to(params)
-                    model.eval()
-                    row[step] = {
-                        "train_seconds": round(seconds, 1),
-                        "loss_first_20": round(float(np.mean(losses[:20])), 4),
-                        "loss_last_50": round(float(np.mean(losses[-50:])), 4),
-                        "hint_sensitivity": round(hint_sensitivity(model, ctx[:64], hints[:64], uncond), 4),
-                        **score(model, with_hint=True),
-                    }
-                    ema.restore(params)
-                    model.train()
-                    started = time.perf_counter() - seconds
-                    print(variant, lr, step, json.dumps({k: v for k, v in row[step].items() if k != "per_disease"}),
-                          flush=True)  # fmt: skip
-            results[f"{variant}@lr{lr:g}"] = row
+            else:
+                pick = torch.multinomial(1.0 + (weight - 1.0) * has_finding.float(), size, True, generator=gen)
+            noise = torch.randn((size, *latents.shape[1:]), generator=gen)
+            t = torch.randint(0, schedule["num_train_timesteps"], (size,), generator=gen)
+            drop = (torch.rand(size, generator=gen) < cfg.adapter.p_uncond)[:, None, None]
+            c = torch.where(drop, uncond.expand_as(batch["context"][pick]), batch["context"][pick])
+            h = torch.where(drop, uncond.expand_as(batch["hint"][pick]), batch["hint"][pick])
+            loss = denoising_loss(model, scheduler, latents[pick], noise, t, c, h,
+                                  min_snr_gamma=cfg.diffusion.min_snr_gamma)  # fmt: skip
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, cfg.diffusion.grad_clip)
+            optimizer.step()
+            ema.step(params)
+            losses.append(float(loss.detach()))
+            if step % args.eval_every == 0 or step == args.steps:
+                seconds = time.perf_counter() - started
+                ema.store(params)
+                ema.copy_to(params)
+                model.eval()
+                row[step] = {
+                    "train_seconds": round(seconds, 1),
+                    "loss_first_20": round(float(np.mean(losses[:20])), 4),
+                    "loss_last_50": round(float(np.mean(losses[-50:])), 4),
+                    "hint_sensitivity": round(hint_sensitivity(model, ctx[:64], hints[:64], uncond), 4),
+                    **score(model, with_hint=True),
+                }
+                ema.restore(params)
+                model.train()
+                started = time.perf_counter() - seconds
+                print(variant, lr, weight, step, json.dumps({k: v for k, v in row[step].items() if k != "per_disease"}),
+                      flush=True)  # fmt: skip
+        key = f"{variant}@lr{lr:g}" + (f"@finding_weight{weight:g}" if weight != 1.0 else "")
+        results[key] = row
     record = {
         **record_header("adapter_use", "python benchmarks/adapter_use.py " + " ".join(sys.argv[1:])),
         "task": f"run {run}: adapter on its trained U-ViT, {len(latents)} training rows, batch "
         f"{cfg.adapter.batch_size}, {args.steps} steps; {len(held)} held-out frontal reports, guidance "
-        f"{args.guidance:g}, 10 steps, seeds 0..{len(held) - 1}",
+        f"{args.guidance:g}, 10 steps, seeds 0..{len(held) - 1} (splits {'+'.join(args.splits)}); "
+        f"training rows with a finding: {int(has_finding.sum())} of {len(has_finding)}",
         "results": results,
     }
     out = args.out or Path(__file__).parent / "results" / f"adapter_use_{dt.date.today().isoformat()}.json"
     out.write_text(json.dumps(record, indent=2) + "\n")
     print(f"wrote {out}")
+
+
+def blank_index(data: Any, blank: str) -> int:
+    """Row of the no-finding sentence in the training set's sentence table (-1 when absent)."""
+    return data.sentence_ids.index(blank) if blank in data.sentence_ids else -1
 
 
 def hint_sensitivity(model: AdaptedUViT, ctx: torch.Tensor, hints: torch.Tensor, uncond: torch.Tensor) -> float:
