@@ -15,7 +15,9 @@ blanking and EMA as the stage; only the adapter differs) and measures, every ``-
 Variants: ``zero-hint`` is the adapter as built (ControlNet's zero-initialised input *and* output layers: the
 hint reaches the copy through a zero layer whose gradient is itself gated by the zero output layers);
 ``open-hint`` re-initialises the hint's input layers like every other Linear (ViT trunc-normal), keeping the
-zero output layers, so the adapted model still equals the frozen one at step 0.
+zero output layers, so the adapted model still equals the frozen one at step 0. ``--finding-weight W``
+draws training rows whose report has a finding W times as often as normal ones (balanced sampling);
+``--splits val`` scores validation reports only, for choices that must not be tuned on the test split.
 
 Writes ``benchmarks/results/adapter_use_<date>.json``.
 """

@@ -42,6 +42,7 @@ def test_a_small_uvit_learns_a_separable_condition_through_train_sample_decode(
         "ray.num_workers=1", "ray.threads_per_worker=2", "diffusion.steps=600", "diffusion.lr=1e-3",
         "diffusion.warmup_steps=20", "diffusion.batch_size=32", "diffusion.checkpoint_every=600",
         "data.image_size=64",
+        "diffusion.patch_size=2",  # half tiny's step cost at patch 1; the property is the same (passed at both)
     ])  # fmt: skip
     images, labels = phantoms(10_000, TRAIN, SIZE)
     ae = load_autoencoder(AutoencoderConfig(kind="taef2"))
