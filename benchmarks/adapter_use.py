@@ -40,7 +40,7 @@ apply_defaults()
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from condition_use import RunData  # noqa: E402
+from condition_use import RunData, optimizer_step  # noqa: E402
 from diffusers.training_utils import EMAModel  # noqa: E402
 from diffusion_flops import record_header  # noqa: E402
 
@@ -136,11 +136,7 @@ def main() -> None:
             h = torch.where(drop, uncond.expand_as(batch["hint"][pick]), batch["hint"][pick])
             loss = denoising_loss(model, scheduler, latents[pick], noise, t, c, h,
                                   min_snr_gamma=cfg.diffusion.min_snr_gamma)  # fmt: skip
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, cfg.diffusion.grad_clip)
-            optimizer.step()
-            ema.step(params)
+            optimizer_step(loss, optimizer, params, ema, cfg.diffusion.grad_clip)
             losses.append(float(loss.detach()))
             if step % args.eval_every == 0 or step == args.steps:
                 seconds = time.perf_counter() - started

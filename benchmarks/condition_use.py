@@ -99,6 +99,15 @@ class RunData:
         )
 
 
+def optimizer_step(loss: torch.Tensor, optimizer: Any, params: list, ema: Any, grad_clip: float) -> None:
+    """One step as the diffusion stage takes it: backward, clip the gradient norm, AdamW, then the EMA."""
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(params, grad_clip)
+    optimizer.step()
+    ema.step(params)
+
+
 def sensitivity(model: UViT, contexts: torch.Tensor, uncond: torch.Tensor, shape: tuple[int, ...]) -> float:
     """rms(cond − uncond) / rms(cond) of the prediction at t = 500."""
     x = torch.randn(len(contexts), *shape, generator=torch.Generator().manual_seed(3))
@@ -166,11 +175,7 @@ def main() -> None:
             c = torch.where(drop[:, None, None], uncond.expand_as(contexts[pick]), contexts[pick])
             loss = denoising_loss(model, scheduler, latents[pick], noise, t, c,
                                   min_snr_gamma=cfg.diffusion.min_snr_gamma)  # fmt: skip
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, cfg.diffusion.grad_clip)
-            optimizer.step()
-            ema.step(params)
+            optimizer_step(loss, optimizer, params, ema, cfg.diffusion.grad_clip)
         train_seconds = time.perf_counter() - started
         ema.copy_to(params)
         model.eval()
