@@ -104,7 +104,7 @@ def main() -> None:
     uvit.eval()
     results: dict[str, Any] = {"uvit_alone": score(lambda x, t, c, h: uvit(x, t, c), with_hint=False)}
     print("uvit_alone", json.dumps(results["uvit_alone"]), flush=True)
-    has_finding = torch.from_numpy(np.asarray(data.table.column("sentence").to_pylist()) != blank_index(data, blank))
+    has_finding = torch.tensor([data.sentence_ids[i] != blank for i in data.table.column("sentence").to_pylist()])
     runs = [(lr, v, w) for lr in args.lr or [cfg.adapter.lr] for v in args.variants for w in args.finding_weight]
     for lr, variant, weight in runs:
         torch.manual_seed(0)
@@ -125,7 +125,7 @@ def main() -> None:
         for step in range(1, args.steps + 1):
             for group in optimizer.param_groups:
                 group["lr"] = lr * min(1.0, step / max(cfg.adapter.warmup_steps, 1))
-            if weight == 1.0:
+            if weight == 1.0:  # uniform draws keep earlier results' random stream
                 pick = torch.randint(0, len(latents), (size,), generator=gen)
             else:
                 pick = torch.multinomial(1.0 + (weight - 1.0) * has_finding.float(), size, True, generator=gen)
@@ -168,11 +168,6 @@ def main() -> None:
     out = args.out or Path(__file__).parent / "results" / f"adapter_use_{dt.date.today().isoformat()}.json"
     out.write_text(json.dumps(record, indent=2) + "\n")
     print(f"wrote {out}")
-
-
-def blank_index(data: Any, blank: str) -> int:
-    """Row of the no-finding sentence in the training set's sentence table (-1 when absent)."""
-    return data.sentence_ids.index(blank) if blank in data.sentence_ids else -1
 
 
 def hint_sensitivity(model: AdaptedUViT, ctx: torch.Tensor, hints: torch.Tensor, uncond: torch.Tensor) -> float:
