@@ -224,7 +224,7 @@ def test_ray_data_generation_is_seeded_per_image(ray_local: None, bundle: Path, 
     assert gen.sentences[0] == "There is pleural effusion." and gen.images_per_second > 0
     assert not np.array_equal(gen.images[0], gen.images[1])  # two images of one report differ
     threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # the actor's thread count: oneDNN convolutions are thread-count sensitive
+    torch.set_num_threads(cfg.ray.actor_threads)  # the actor's: matmuls and convolutions are thread-count sensitive
     try:
         again = Generator(bundle).generate([r["report"] for r in items[3:5]], [r["seed"] for r in items[3:5]], 3)
     finally:
