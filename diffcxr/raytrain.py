@@ -39,7 +39,7 @@ def fit(
 ) -> tuple[dict[str, Any], dict[str, Any], float]:
     """(state of the last checkpoint, last reported metrics, seconds) of one fit or resumed fit."""
     import torch
-    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
     fs, path = storage.resolve(storage_uri)
@@ -61,6 +61,7 @@ def fit(
             failure_config=FailureConfig(max_failures=max_failures),
         ),
         datasets={"train": dataset},
+        dataset_config=DataConfig(execution_options=ordered_ingest()),
     )
     started = time.perf_counter()
     try:
@@ -79,6 +80,20 @@ def fit(
     with result.checkpoint.as_directory() as folder:
         state = torch.load(Path(folder, STATE_FILE), map_location="cpu", weights_only=False)
     return state, dict(result.metrics or {}), seconds
+
+
+def ordered_ingest() -> Any:
+    """Ray Data options for a training shard that arrives in the dataset's own order.
+
+    Ray Data hands out blocks as they finish by default, so two fits of the same config saw their rows in
+    different orders, and the loops' seeded shuffles (which permute what arrives) trained different models.
+    With ``preserve_order`` a one-worker fit is repeatable to the bit; the cost is waiting for a slow block.
+    """
+    from ray.train import DataConfig
+
+    options = DataConfig.default_ingest_options()
+    options.preserve_order = True
+    return options
 
 
 def root_cause(exc: BaseException) -> str:

@@ -174,13 +174,17 @@ class ShardBatches:
         self._rows: dict[str, Any] | None = None
 
     def _read(self) -> dict[str, Any]:
+        """The shard as arrays, sorted by sample id: the epoch permutation then indexes the same rows
+        whatever order Ray Data's blocks arrived in, so the same config trains the same model."""
         parts = list(self.shard.iter_batches(batch_size=1024, batch_format="numpy"))
         arrays = [float16_arrays(p, self.payload) for p in parts]
+        sample_ids = [str(s) for p in parts for s in p["sample_id"]]
+        order = np.argsort(np.asarray(sample_ids, dtype=object), kind="stable")
         return {
-            "sample_id": [str(s) for p in parts for s in p["sample_id"]],
-            "latent": np.concatenate([a[0] for a in arrays]),
-            "context": np.concatenate([a[1] for a in arrays]),
-            "sentence": np.concatenate([p["sentence"] for p in parts]).astype(np.int64),
+            "sample_id": [sample_ids[i] for i in order],
+            "latent": np.concatenate([a[0] for a in arrays])[order],
+            "context": np.concatenate([a[1] for a in arrays])[order],
+            "sentence": np.concatenate([p["sentence"] for p in parts]).astype(np.int64)[order],
         }
 
     def epoch(self, epoch: int, first_step: int) -> Any:

@@ -126,12 +126,19 @@ def tower_pass(
               "train": r["split"] == "train" and bool(r["image_uri"])} for r in rows]  # fmt: skip
     where += [{"split": "", "image_uri": "", "train": False}] * len(sentences)
     items = [{**item, **w} for item, w in zip(embedding_items(rows, sentences), where, strict=True)]
-    ds = ray.data.from_items(items, override_num_blocks=max(2, min(64, len(items) // 64)))
-    ds = ds.map_batches(decode_trainable, fn_kwargs={"size": cfg.data.image_size}, batch_size=64,
-                        batch_format="numpy", num_cpus=0.25)  # fmt: skip
-    ds = map_with_actor_pool(ds, TokenStateActor, {"bundle_uri": bundle_uri, "text_column": "text"}, cfg,
-                             cfg.text.embed_batch_size)  # fmt: skip
-    return ds.materialize()
+    # in the input's order: training reads this pass, and blocks kept in finishing order made two runs of one
+    # config train on differently ordered rows (different weights)
+    context = ray.data.DataContext.get_current()
+    preserve_order, context.execution_options.preserve_order = context.execution_options.preserve_order, True
+    try:
+        ds = ray.data.from_items(items, override_num_blocks=max(2, min(64, len(items) // 64)))
+        ds = ds.map_batches(decode_trainable, fn_kwargs={"size": cfg.data.image_size}, batch_size=64,
+                            batch_format="numpy", num_cpus=0.25)  # fmt: skip
+        ds = map_with_actor_pool(ds, TokenStateActor, {"bundle_uri": bundle_uri, "text_column": "text"}, cfg,
+                                 cfg.text.embed_batch_size)  # fmt: skip
+        return ds.materialize()
+    finally:
+        context.execution_options.preserve_order = preserve_order
 
 
 def train_pairs(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
