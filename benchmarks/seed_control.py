@@ -20,6 +20,7 @@ import datetime as dt
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -40,6 +41,18 @@ from services.eval.labels import LabelPolicy, label_matrix, per_disease_auc  # n
 from services.eval.stage import one_row_per_report  # noqa: E402
 
 
+def eval_requests(cfg: Any, run: Path) -> tuple[list[dict[str, Any]], np.ndarray]:
+    """The eval stage's own requests on a finished run (its test reports, its order, its per-image seeds) and
+    their label matrix, one row per request: what a benchmark regenerates to compare with the eval."""
+    rows = pq.read_table(run / "filter" / "manifest.parquet").to_pylist()
+    test = sorted((r for r in rows if r["status"] == "kept" and r["split"] == "test" and r["image_uri"]),
+                  key=lambda r: r["sample_id"])  # the eval stage's order  # fmt: skip
+    test = [test[i] for i in one_row_per_report(test)[: cfg.eval.num_reports or None]]  # as the eval stage picks
+    items = requests(test, cfg.eval.images_per_report, cfg.project.seed)
+    targets = np.repeat(label_matrix(test, LabelPolicy.from_config(cfg.eval)), cfg.eval.images_per_report, axis=0)
+    return items, targets
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("-p", "--profile", default="tiny")
@@ -53,12 +66,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     cfg = load_config(args.profile, args.overrides)
     run = Path(args.run or cfg.project.run_root)
-    rows = pq.read_table(run / "filter" / "manifest.parquet").to_pylist()
-    test = sorted((r for r in rows if r["status"] == "kept" and r["split"] == "test" and r["image_uri"]),
-                  key=lambda r: r["sample_id"])  # the eval stage's order  # fmt: skip
-    test = [test[i] for i in one_row_per_report(test)[: cfg.eval.num_reports or None]]  # as the eval stage picks
-    items = requests(test, cfg.eval.images_per_report, cfg.project.seed)
-    targets = np.repeat(label_matrix(test, LabelPolicy.from_config(cfg.eval)), cfg.eval.images_per_report, axis=0)
+    items, targets = eval_requests(cfg, run)
     generator = Generator(run / "diffusion" / "generator")
     classifier = OwnDenseNet.load(run / "eval" / "classifier")
     seeds = [i["seed"] for i in items]
