@@ -133,6 +133,15 @@ def record_header(benchmark: str, command: str, **extra: Any) -> dict[str, Any]:
     }
 
 
+def write_result(record: dict[str, Any], out: Path | None, stem: str) -> Path:
+    """Write a benchmark's record to ``out``, else to ``benchmarks/results/<stem>_<today>.json``."""
+    import datetime as dt
+
+    path = out or Path(__file__).parent / "results" / f"{stem}_{dt.date.today().isoformat()}.json"
+    path.write_text(json.dumps(record, indent=2) + "\n")
+    return path
+
+
 def machine_info() -> dict[str, Any]:
     """Where a benchmark ran: shared by the diffusion benchmarks."""
     import diffusers

@@ -15,7 +15,6 @@ Writes ``benchmarks/results/sampler_steps_<profile>_<date>.json``.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import sys
 import time
@@ -29,12 +28,10 @@ apply_defaults()
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from diffusion_flops import record_header  # noqa: E402
+from diffusion_flops import record_header, write_result  # noqa: E402
 from seed_control import eval_requests  # noqa: E402
 
 from diffcxr.config import load_config  # noqa: E402
-from services.diffusion.generator import Generator  # noqa: E402
-from services.eval.classifier import OwnDenseNet  # noqa: E402
 from services.eval.labels import per_disease_auc  # noqa: E402
 
 
@@ -67,9 +64,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     cfg = load_config(args.profile, args.overrides)
     run = Path(args.run or cfg.project.run_root)
-    items, targets = eval_requests(cfg, run)
-    generator = Generator(run / "diffusion" / "generator")
-    classifier = OwnDenseNet.load(run / "eval" / "classifier")
+    items, targets, generator, classifier = eval_requests(cfg, run)
     reports, seeds = [i["report"] for i in items], [i["seed"] for i in items]
 
     scores: dict[int, np.ndarray] = {}
@@ -109,9 +104,7 @@ def main() -> None:
         "rule": f"more steps only when they beat {fewest} by more than {args.tolerance} mAUC",
         "by_steps": results,
     }
-    today = dt.date.today().isoformat()
-    out = args.out or Path(__file__).parent / "results" / f"sampler_steps_{args.profile}_{today}.json"
-    out.write_text(json.dumps(record, indent=2) + "\n")
+    out = write_result(record, args.out, f"sampler_steps_{args.profile}")
     print(f"chosen: {chosen} steps (the profile samples with {generator.sampling.steps}); wrote {out}")
 
 

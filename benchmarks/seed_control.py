@@ -16,7 +16,6 @@ Writes ``benchmarks/results/seed_control_<profile>_<date>.json``.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import sys
 from pathlib import Path
@@ -31,7 +30,7 @@ apply_defaults()
 import numpy as np  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
 import torch  # noqa: E402
-from diffusion_flops import record_header  # noqa: E402
+from diffusion_flops import record_header, write_result  # noqa: E402
 
 from diffcxr.config import load_config  # noqa: E402
 from services.diffusion.generator import Generator  # noqa: E402
@@ -41,16 +40,17 @@ from services.eval.labels import LabelPolicy, label_matrix, per_disease_auc  # n
 from services.eval.stage import one_row_per_report  # noqa: E402
 
 
-def eval_requests(cfg: Any, run: Path) -> tuple[list[dict[str, Any]], np.ndarray]:
-    """The eval stage's own requests on a finished run (its test reports, its order, its per-image seeds) and
-    their label matrix, one row per request: what a benchmark regenerates to compare with the eval."""
+def eval_requests(cfg: Any, run: Path) -> tuple[list[dict[str, Any]], np.ndarray, Generator, OwnDenseNet]:
+    """The eval stage's own requests on a finished run (its test reports, its order, its per-image seeds),
+    their label matrix (one row per request), the run's generator and its reference classifier: what a
+    benchmark regenerates and scores to compare with the eval."""
     rows = pq.read_table(run / "filter" / "manifest.parquet").to_pylist()
     test = sorted((r for r in rows if r["status"] == "kept" and r["split"] == "test" and r["image_uri"]),
                   key=lambda r: r["sample_id"])  # the eval stage's order  # fmt: skip
     test = [test[i] for i in one_row_per_report(test)[: cfg.eval.num_reports or None]]  # as the eval stage picks
     items = requests(test, cfg.eval.images_per_report, cfg.project.seed)
     targets = np.repeat(label_matrix(test, LabelPolicy.from_config(cfg.eval)), cfg.eval.images_per_report, axis=0)
-    return items, targets
+    return items, targets, Generator(run / "diffusion" / "generator"), OwnDenseNet.load(run / "eval" / "classifier")
 
 
 def main() -> None:
@@ -66,9 +66,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     cfg = load_config(args.profile, args.overrides)
     run = Path(args.run or cfg.project.run_root)
-    items, targets = eval_requests(cfg, run)
-    generator = Generator(run / "diffusion" / "generator")
-    classifier = OwnDenseNet.load(run / "eval" / "classifier")
+    items, targets, generator, classifier = eval_requests(cfg, run)
     seeds = [i["seed"] for i in items]
     conditions = {
         "own reports": [i["report"] for i in items],
@@ -94,9 +92,7 @@ def main() -> None:
         "images": len(items),
         "controls": results,
     }
-    today = dt.date.today().isoformat()
-    out = args.out or Path(__file__).parent / "results" / f"seed_control_{args.profile}_{today}.json"
-    out.write_text(json.dumps(record, indent=2) + "\n")
+    out = write_result(record, args.out, f"seed_control_{args.profile}")
     print(f"wrote {out}")
 
 
