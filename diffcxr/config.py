@@ -222,7 +222,11 @@ class AutoencoderConfig(Section):
 
 
 class FilterConfig(Section):
-    enabled: bool = True
+    enabled: bool = Field(
+        True,
+        description="Drop the rows LNFS flags. false: every row is still encoded and scored (the scores and "
+        "figures say what LNFS would drop) but none is dropped: the paper's 'without LNFS' ablation.",
+    )
     encode_batch_size: int = Field(32, ge=1, description="Images per batch in the Ray Data encode actors.")
     pca_dims: int | None = Field(64, ge=2, description="PCA of flattened latents before K-means (null = none).")
     kmeans_clusters: int = Field(8, ge=1)

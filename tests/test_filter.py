@@ -180,6 +180,29 @@ def test_filter_stage_on_ray_data_quarantines_bad_files(tmp_path: Path, ray_loca
 
 
 @pytest.mark.ray
+def test_filter_disabled_scores_every_row_and_drops_none(tmp_path: Path, ray_local: None) -> None:
+    """The 'without LNFS' ablation: the switch used to change only the eval's table label, not the data."""
+    from services.filter import stage
+
+    manifest_uri = _dataset_with_bad_files(str(tmp_path / "data"))
+    cfg = load_config("tiny", ["data.image_size=64", "filter.lae_steps=50", "filter.disc_steps=50",
+                               "filter.noisy_fraction=0.08", "filter.enabled=false"])  # fmt: skip
+    out = stage.run(cfg, None, manifest_uri, str(tmp_path / "unfiltered"))
+    summary = out["summary"]
+    assert summary["enabled"] is False and summary["counts"]["dropped"] == 0
+    assert summary["counts"]["quarantined"] == 4  # unreadable images are still accounted for, never trained on
+    assert summary["counts"]["kept"] == summary["counts"]["in"] - 4
+    before = {r["sample_id"]: r["status"] for r in manifest.read(manifest_uri).to_pylist()}
+    after = {r["sample_id"]: r["status"] for r in manifest.read(out["manifest"]).to_pylist()}
+    assert after.keys() == before.keys()
+    assert not [sid for sid, status in after.items() if status == "filtered" and before[sid] != "filtered"]
+    scores = storage.read_parquet(out["scores"]).to_pylist()
+    flagged = [s for s in scores if (s["reason"] or "").startswith("filter disabled; LNFS")]
+    assert summary["lnfs_flagged"] >= 1  # LNFS still ran and would have dropped rows
+    assert len(flagged) == summary["lnfs_flagged"] and {s["decision"] for s in flagged} <= {"kept"}
+
+
+@pytest.mark.ray
 @pytest.mark.s3
 @pytest.mark.mlflow
 def test_filter_on_s3_with_figures_in_mlflow(

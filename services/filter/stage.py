@@ -17,6 +17,7 @@ import random
 import time
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 
 from diffcxr import manifest, storage
@@ -91,8 +92,9 @@ def run(
 
     by_id = {r["sample_id"]: r for r in rows}
     score_rows = []
+    applied = result.dropped if cfg.filter.enabled else np.zeros_like(result.dropped)  # disabled: score, keep
     for i, sid in enumerate(ids):
-        dropped = bool(result.dropped[i])
+        dropped = bool(applied[i])
         score_rows.append(
             {
                 "sample_id": sid,
@@ -102,7 +104,9 @@ def run(
                 "combined": float(result.combined[i]),
                 "stage": str(result.stage[i]),
                 "decision": "dropped" if dropped else "kept",
-                "reason": reasons[i] or None,
+                "reason": (reasons[i] if cfg.filter.enabled else f"filter disabled; LNFS: {reasons[i]}")
+                if result.dropped[i]
+                else None,
             }
         )
         if dropped:
@@ -112,8 +116,8 @@ def run(
         by_id[sid]["status"], by_id[sid]["reason"] = STATUS_QUARANTINED, f"unreadable image: {error}"
     counts = {
         "in": len(candidates),
-        "kept": int(len(ids) - result.dropped.sum()),
-        "dropped": int(result.dropped.sum()),
+        "kept": int(len(ids) - applied.sum()),
+        "dropped": int(applied.sum()),
         "quarantined": len(errors),
     }
     assert counts["in"] == counts["kept"] + counts["dropped"] + counts["quarantined"], counts
@@ -126,6 +130,8 @@ def run(
     evaluation = detection_metrics(result, noise) if any(noise) else {}
     summary = {
         "counts": counts,
+        "enabled": cfg.filter.enabled,
+        "lnfs_flagged": int(result.dropped.sum()),  # what LNFS would drop; == dropped when enabled
         "autoencoder_id": ae_id,
         "encode_seconds": round(encode_seconds, 2),
         "seconds": round(time.perf_counter() - started, 2),
@@ -137,7 +143,7 @@ def run(
     outputs = {"manifest": manifest_out, "scores": scores_uri, "latents": latents_uri}
     if stage:
         stage.complete(key, outputs, {"summary": summary})
-    log.info("filter: %s", counts)
+    log.info("filter: %s%s", counts, "" if cfg.filter.enabled else f" (disabled: LNFS flagged {result.dropped.sum()})")
     return {"skipped": False, **outputs, "summary": summary, "key": key}
 
 
