@@ -23,6 +23,7 @@ from diffcxr.config import add_config_arguments, load_config
 from diffcxr.errors import DiffCXRError
 from infra.env import apply_defaults
 from infra.local import HOST, Service, _ray_cli, free_port, start_mlflow, start_ray_head, stop_ray_head
+from orchestration.full_pipeline import STAGES
 
 REPO = Path(__file__).resolve().parent.parent
 DASHBOARD = f"http://{HOST}:8265"
@@ -44,8 +45,11 @@ def _port_free(port: int) -> bool:
         return sock.connect_ex((HOST, port)) != 0
 
 
-def submit(profile: str, overrides: list[str], tracking_uri: str) -> int:
-    """``ray job submit`` the pipeline; returns the job's exit status. Ctrl-C stops the job."""
+def submit(profile: str, overrides: list[str], tracking_uri: str, stages: list[str] | None = None) -> int:
+    """``ray job submit`` the pipeline; returns the job's exit status. Ctrl-C stops the job.
+
+    ``stages`` are the pipeline's own stage-range flags (``--from X``, ``--to Y``), passed through so a
+    training-only variant (an ablation row) need not pay for an evaluation it will not use."""
     job_id = f"diffcxr-{profile}-{int(time.time())}"
     runtime_env = {
         "working_dir": str(REPO),
@@ -59,6 +63,7 @@ def submit(profile: str, overrides: list[str], tracking_uri: str) -> int:
     entry = [sys.executable, "orchestration/full_pipeline.py", "--config", profile]
     for item in overrides:
         entry += ["--set", item]
+    entry += stages or []
     cmd = [
         _ray_cli(),
         "job",
@@ -105,7 +110,10 @@ def main(argv: list[str] | None = None) -> int:
         default=REPO / "var" / "mlflow-server",
         help="MLflow server state folder (sqlite + artifacts)",
     )
+    parser.add_argument("--from", dest="start", choices=STAGES, help="start at this stage (earlier ones current)")
+    parser.add_argument("--to", dest="stop", choices=STAGES, help="stop after this stage, e.g. --to diffusion")
     args = parser.parse_args(argv)
+    stages = [*(["--from", args.start] if args.start else []), *(["--to", args.stop] if args.stop else [])]
     launched = time.monotonic()
     try:  # fail on a bad profile or key now, not after starting a cluster
         load_config(args.profile, args.overrides)
@@ -129,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
             print("starting a local Ray head on 127.0.0.1 ...", flush=True)
             started_ray = True  # before the call: an interrupted start must still be stopped
             start_ray_head(num_cpus=os.cpu_count())
-        code = submit(args.profile, args.overrides, mlflow.url)
+        code = submit(args.profile, args.overrides, mlflow.url, stages)
     except KeyboardInterrupt:
         code = 130
         print("\ninterrupted: stopping what was started ...", flush=True)
