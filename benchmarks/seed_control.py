@@ -40,16 +40,27 @@ from services.eval.labels import LabelPolicy, label_matrix, per_disease_auc  # n
 from services.eval.stage import one_row_per_report  # noqa: E402
 
 
-def eval_requests(cfg: Any, run: Path) -> tuple[list[dict[str, Any]], np.ndarray, Generator, OwnDenseNet]:
-    """The eval stage's own requests on a finished run (its test reports, its order, its per-image seeds),
-    their label matrix (one row per request), the run's generator and its reference classifier: what a
-    benchmark regenerates and scores to compare with the eval."""
+def eval_rows(cfg: Any, run: Path, split: str = "test") -> list[dict[str, Any]]:
+    """The manifest rows the eval stage would generate for on ``split`` (one per report, in its order, at
+    most ``eval.num_reports``): ``test`` is the eval's own set; ``val`` is where a default is chosen without
+    looking at the test split."""
     rows = pq.read_table(run / "filter" / "manifest.parquet").to_pylist()
-    test = sorted((r for r in rows if r["status"] == "kept" and r["split"] == "test" and r["image_uri"]),
-                  key=lambda r: r["sample_id"])  # the eval stage's order  # fmt: skip
-    test = [test[i] for i in one_row_per_report(test)[: cfg.eval.num_reports or None]]  # as the eval stage picks
-    items = requests(test, cfg.eval.images_per_report, cfg.project.seed)
-    targets = np.repeat(label_matrix(test, LabelPolicy.from_config(cfg.eval)), cfg.eval.images_per_report, axis=0)
+    chosen = sorted((r for r in rows if r["status"] == "kept" and r["split"] == split and r["image_uri"]),
+                    key=lambda r: r["sample_id"])  # the eval stage's order  # fmt: skip
+    if not chosen:
+        raise SystemExit(f"--split {split}: the run's manifest has no kept {split} rows with images")
+    return [chosen[i] for i in one_row_per_report(chosen)[: cfg.eval.num_reports or None]]  # as the eval picks
+
+
+def eval_requests(
+    cfg: Any, run: Path, split: str = "test"
+) -> tuple[list[dict[str, Any]], np.ndarray, Generator, OwnDenseNet]:
+    """The eval stage's own requests on a finished run (its reports, its order, its per-image seeds; on
+    ``split``), their label matrix (one row per request), the run's generator and its reference classifier:
+    what a benchmark regenerates and scores to compare with the eval."""
+    rows = eval_rows(cfg, run, split)
+    items = requests(rows, cfg.eval.images_per_report, cfg.project.seed)
+    targets = np.repeat(label_matrix(rows, LabelPolicy.from_config(cfg.eval)), cfg.eval.images_per_report, axis=0)
     return items, targets, Generator(run / "diffusion" / "generator"), OwnDenseNet.load(run / "eval" / "classifier")
 
 
@@ -58,8 +69,14 @@ def main() -> None:
     parser.add_argument("-p", "--profile", default="tiny")
     parser.add_argument("--run", default=None, help="run root (default: the profile's project.run_root)")
     parser.add_argument("--shift", type=int, default=7, help="the shifted control takes the report this many rows on")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="config overrides the run was made with (e.g. eval.images_per_report=2)")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="config overrides the run was made with (e.g. eval.images_per_report=2)",
+    )
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
@@ -71,8 +88,9 @@ def main() -> None:
     conditions = {
         "own reports": [i["report"] for i in items],
         "blank report": [""] * len(items),
-        f"reports shifted by {args.shift} rows": [items[(k + args.shift) % len(items)]["report"]
-                                                   for k in range(len(items))],  # fmt: skip
+        f"reports shifted by {args.shift} rows": [
+            items[(k + args.shift) % len(items)]["report"] for k in range(len(items))
+        ],  # fmt: skip
     }
     results = {}
     for name, reports in conditions.items():
@@ -81,13 +99,15 @@ def main() -> None:
         results[name] = {
             "mAUC": round(auc["mAUC"], 4),
             "mAUC_ci95": auc.get("mAUC_ci95"),
-            "per_disease": {d: [v["n_pos"], round(v["auc"], 3)] for d, v in auc["per_disease"].items()
-                            if v["auc"] is not None},  # fmt: skip
+            "per_disease": {
+                d: [v["n_pos"], round(v["auc"], 3)] for d, v in auc["per_disease"].items() if v["auc"] is not None
+            },  # fmt: skip
         }
         print(name, json.dumps(results[name]), flush=True)
     record = {
-        **record_header("seed_control", "python benchmarks/seed_control.py " + " ".join(sys.argv[1:]),
-                        profile=args.profile),  # fmt: skip
+        **record_header(
+            "seed_control", "python benchmarks/seed_control.py " + " ".join(sys.argv[1:]), profile=args.profile
+        ),  # fmt: skip
         "run": str(run),
         "images": len(items),
         "controls": results,

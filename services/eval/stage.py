@@ -210,7 +210,7 @@ def run(
         models: dict[str, tuple[EvalVariant | None, Path]] = {"model": (None, folder)}
         job_uris = {"model": _job_uri(model_ref, folder, out, "model")}
         if cfg.eval.without_adapter and spec.get("adapter"):
-            bare = _without_adapter(folder, out, work)
+            bare = bundle_without_adapter(folder, out, work)
             models["without adapter"] = (None, bare[0])
             job_uris["without adapter"] = bare[1]
         models.update(variants)
@@ -348,7 +348,7 @@ def _flags(variant: EvalVariant | None, name: str, lnfs: bool, ava: bool, dkim: 
     return {"lnfs": lnfs, "ava_tls": ava, "dkim": dkim and name != "without adapter"}
 
 
-def _without_adapter(folder: Path, out: str, work: Path) -> tuple[Path, str]:
+def bundle_without_adapter(folder: Path, out: str, work: Path) -> tuple[Path, str]:
     """The same bundle with its adapter removed: the U-ViT alone (the DKIM ablation at no training cost).
     Written under ``out/bundles/`` so that generation actors on any node can read it: (local folder, URI)."""
     uri = storage.join(out, "bundles", "without-adapter")
