@@ -112,7 +112,7 @@ def main() -> None:
         work = Path(tempfile.mkdtemp(prefix="sampler-steps-"))
         generator = Generator(bundle_without_adapter(generator.folder, str(work / "out"), work)[0])
     reports, seeds = [i["report"] for i in items], [i["seed"] for i in items]
-    real, kept, unreadable = read_images(eval_rows(cfg, run, args.split), cfg.data.image_size)
+    real, _, unreadable = read_images(eval_rows(cfg, run, args.split), cfg.data.image_size)
     if unreadable:
         raise SystemExit(f"{len(unreadable)} real {args.split} images unreadable, e.g. {unreadable[0]}")
     real_feats = classifier.run(real)[1]
