@@ -16,7 +16,6 @@ Writes ``benchmarks/results/denoise_by_timestep_<profile>_<date>.json``.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
@@ -30,9 +29,8 @@ apply_defaults()
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from diffusion_flops import record_header, write_result  # noqa: E402
-from seed_control import eval_rows  # noqa: E402
+from seed_control import eval_rows, open_run, run_arguments  # noqa: E402
 
-from diffcxr.config import load_config  # noqa: E402
 from services.diffusion.generator import Generator  # noqa: E402
 from services.diffusion.schedulers import training_scheduler  # noqa: E402
 from services.filter.encode import read_latents  # noqa: E402
@@ -53,20 +51,13 @@ def latent_shape_stats(z: torch.Tensor) -> dict[str, float]:
 
 @torch.no_grad()
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("-p", "--profile", default="small")
-    parser.add_argument("--run", default=None, help="run root (default: the profile's project.run_root)")
+    parser = run_arguments(__doc__.splitlines()[0], "small")
     parser.add_argument("--split", choices=["val", "test"], default="val")
     parser.add_argument("--timesteps", type=int, nargs="+", default=TIMESTEPS)
     parser.add_argument("--sample-steps", type=int, nargs="+", default=[3, 5, 20, 50],
                         help="also sample the same reports at these step counts (latent statistics)")  # fmt: skip
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    cfg = load_config(args.profile, args.overrides)
-    run = Path(args.run or cfg.project.run_root)
+    cfg, run = open_run(args)
     generator = Generator(run / "diffusion" / "generator")
     part = generator.denoiser
     rows = eval_rows(cfg, run, args.split)

@@ -20,7 +20,6 @@ Writes ``benchmarks/results/sampler_steps_<profile>_<date>.json``.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import tempfile
@@ -35,11 +34,9 @@ from infra.env import apply_defaults  # noqa: E402
 apply_defaults()
 
 import numpy as np  # noqa: E402
-import torch  # noqa: E402
 from diffusion_flops import record_header, write_result  # noqa: E402
-from seed_control import eval_requests, eval_rows  # noqa: E402
+from seed_control import eval_requests, eval_rows, open_run, run_arguments  # noqa: E402
 
-from diffcxr.config import load_config  # noqa: E402
 from services.diffusion.generator import Generator  # noqa: E402
 from services.eval.fid import frechet_distance  # noqa: E402
 from services.eval.labels import per_disease_auc  # noqa: E402
@@ -83,9 +80,7 @@ def choose(results: dict[str, dict], tolerance: float, reference: str) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("-p", "--profile", default="small")
-    parser.add_argument("--run", default=None, help="run root (default: the profile's project.run_root)")
+    parser = run_arguments(__doc__.splitlines()[0], "small")
     parser.add_argument("--generator", default=None,
                         help="another bundle to score on the run's requests (an ablation variant)")  # fmt: skip
     parser.add_argument("--without-adapter", action="store_true",
@@ -96,15 +91,9 @@ def main() -> None:
     parser.add_argument("--guidance", type=float, nargs="+", default=None,
                         help="guidance scales (default: the eval's, else the bundle's)")  # fmt: skip
     parser.add_argument("--tolerance", type=float, default=0.02, help="mAUC within which fewer steps win")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="config overrides the run was made with")  # fmt: skip
     parser.add_argument("--bootstrap", type=int, default=1000)
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    cfg = load_config(args.profile, args.overrides)
-    run = Path(args.run or cfg.project.run_root)
+    cfg, run = open_run(args)
     items, targets, generator, classifier = eval_requests(cfg, run, args.split)
     if args.generator:  # same reports, seeds, classifier and real images; another trained model
         generator = Generator(args.generator)

@@ -64,25 +64,30 @@ def eval_requests(
     return items, targets, Generator(run / "diffusion" / "generator"), OwnDenseNet.load(run / "eval" / "classifier")
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("-p", "--profile", default="tiny")
+def run_arguments(description: str, profile: str) -> argparse.ArgumentParser:
+    """The options every benchmark on a finished run shares: profile, run root, overrides, threads, out."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("-p", "--profile", default=profile)
     parser.add_argument("--run", default=None, help="run root (default: the profile's project.run_root)")
-    parser.add_argument("--shift", type=int, default=7, help="the shifted control takes the report this many rows on")
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="config overrides the run was made with (e.g. eval.images_per_report=2)",
-    )
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="config overrides the run was made with (e.g. eval.images_per_report=2)")  # fmt: skip
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path, default=None)
-    args = parser.parse_args()
+    return parser
+
+
+def open_run(args: argparse.Namespace) -> tuple[Any, Path]:
+    """(config, run root) from :func:`run_arguments`' options, with torch's threads set."""
     torch.set_num_threads(args.threads)
     cfg = load_config(args.profile, args.overrides)
-    run = Path(args.run or cfg.project.run_root)
+    return cfg, Path(args.run or cfg.project.run_root)
+
+
+def main() -> None:
+    parser = run_arguments(__doc__.splitlines()[0], "tiny")
+    parser.add_argument("--shift", type=int, default=7, help="the shifted control takes the report this many rows on")
+    args = parser.parse_args()
+    cfg, run = open_run(args)
     items, targets, generator, classifier = eval_requests(cfg, run)
     seeds = [i["seed"] for i in items]
     conditions = {
