@@ -15,7 +15,9 @@ The rule (issue "The generator must draw what the report says"): among the setti
 ``--tolerance`` of the best and whose domain FID is no worse than the reference's, the fewest steps win,
 then the lowest domain FID.
 
-Writes ``benchmarks/results/sampler_steps_<profile>_<date>.json``.
+Writes ``benchmarks/results/sampler_steps_<profile>_<split>_<date>.json`` and, with ``--grid PNG``, the
+chosen setting's per-disease grid (each disease's first positive reports, real beside generated, as the
+eval report draws it).
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ from seed_control import eval_requests, eval_rows, open_run, run_arguments  # no
 from services.diffusion.generator import Generator  # noqa: E402
 from services.eval.fid import frechet_distance  # noqa: E402
 from services.eval.labels import per_disease_auc  # noqa: E402
-from services.eval.stage import bundle_without_adapter, read_images  # noqa: E402
+from services.eval.stage import bundle_without_adapter, grid_for_rows, read_images  # noqa: E402
 
 
 def paired_difference(targets: np.ndarray, a: np.ndarray, b: np.ndarray, resamples: int) -> dict[str, float]:
@@ -68,6 +70,45 @@ def fid_floor(cfg: Any, run: Path, real_feats: np.ndarray, classifier: Any) -> f
     return round(frechet_distance(classifier.run(images)[1], real_feats), 3)
 
 
+def real_reference(
+    cfg: Any, run: Path, split: str, classifier: Any
+) -> tuple[list[dict], np.ndarray, np.ndarray, float]:
+    """What every generated set of ``split`` is compared with: the requests' manifest rows, their real images,
+    the classifier's features of those and the real-vs-real domain FID floor at the same size."""
+    rows = eval_rows(cfg, run, split)
+    real, _, unreadable = read_images(rows, cfg.data.image_size)
+    if unreadable:
+        raise SystemExit(f"{len(unreadable)} real {split} images unreadable, e.g. {unreadable[0]}")
+    real_feats = classifier.run(real)[1]
+    return rows, real, real_feats, fid_floor(cfg, run, real_feats, classifier)
+
+
+def score(
+    generator: Generator, items: list[dict[str, Any]], targets: np.ndarray, classifier: Any, real_feats: np.ndarray,
+    images_per_report: int, steps: int, guidance: float, bootstrap: int,
+) -> tuple[dict[str, Any], np.ndarray, np.ndarray]:  # fmt: skip
+    """Generate the requests at one sampler setting and score them as the eval stage does: (mAUC with its
+    bootstrap interval, domain FID at equal set sizes, per-disease AUC, seconds per image), the classifier's
+    scores (for paired comparisons) and the first image of every report (for a grid)."""
+    first = np.arange(0, len(items), images_per_report)
+    started = time.perf_counter()
+    images = np.stack([g.pixels for g in generator.generate([i["report"] for i in items], [i["seed"] for i in items],
+                                                            steps, guidance)])  # fmt: skip
+    seconds = time.perf_counter() - started
+    probs, feats = classifier.run(images)
+    auc = per_disease_auc(targets, probs, bootstrap=bootstrap)
+    result = {
+        "steps": steps,
+        "guidance": guidance,
+        "mAUC": auc["mAUC"],
+        "mAUC_ci95": auc.get("mAUC_ci95"),
+        "fid_domain": round(frechet_distance(feats[first], real_feats), 3),
+        "seconds_per_image": round(seconds / len(items), 3),
+        "per_disease": {d: [v["n_pos"], v["auc"]] for d, v in auc["per_disease"].items() if v["auc"] is not None},
+    }
+    return result, probs, images[first]
+
+
 def choose(results: dict[str, dict], tolerance: float, reference: str) -> str:
     """The setting to make the default: within ``tolerance`` mAUC of the best and no worse in domain FID than
     the reference (the profile's default), fewest steps, then lowest domain FID (then lowest guidance). The
@@ -92,6 +133,8 @@ def main() -> None:
                         help="guidance scales (default: the eval's, else the bundle's)")  # fmt: skip
     parser.add_argument("--tolerance", type=float, default=0.02, help="mAUC within which fewer steps win")
     parser.add_argument("--bootstrap", type=int, default=1000)
+    parser.add_argument("--grid", type=Path, default=None,
+                        help="also write the chosen setting's per-disease grid PNG")  # fmt: skip
     args = parser.parse_args()
     cfg, run = open_run(args)
     items, targets, generator, classifier = eval_requests(cfg, run, args.split)
@@ -100,35 +143,20 @@ def main() -> None:
     if args.without_adapter:  # the eval stage's own adapter-less copy of the bundle
         work = Path(tempfile.mkdtemp(prefix="sampler-steps-"))
         generator = Generator(bundle_without_adapter(generator.folder, str(work / "out"), work)[0])
-    reports, seeds = [i["report"] for i in items], [i["seed"] for i in items]
-    real, _, unreadable = read_images(eval_rows(cfg, run, args.split), cfg.data.image_size)
-    if unreadable:
-        raise SystemExit(f"{len(unreadable)} real {args.split} images unreadable, e.g. {unreadable[0]}")
-    real_feats = classifier.run(real)[1]
-    floor = fid_floor(cfg, run, real_feats, classifier)
+    rows, real, real_feats, floor = real_reference(cfg, run, args.split, classifier)
     print(f"domain FID floor (real train vs real {args.split}, {len(real)} each): {floor}", flush=True)
-    first = np.arange(0, len(items), cfg.eval.images_per_report)  # one image per report: FID at equal sizes
     default_guidance = cfg.eval.guidance if cfg.eval.guidance is not None else generator.sampling.guidance
     settings = [(n, g) for n in sorted(args.steps) for g in (args.guidance or [default_guidance])]
 
     scores: dict[str, np.ndarray] = {}
     results: dict[str, dict] = {}
+    drawn: dict[str, np.ndarray] = {}  # one image per report, for --grid
     for steps, guidance in settings:
         name = f"{steps} steps, guidance {guidance:g}"
-        started = time.perf_counter()
-        images = np.stack([g.pixels for g in generator.generate(reports, seeds, steps, guidance)])
-        seconds = time.perf_counter() - started
-        scores[name], feats = classifier.run(images)
-        auc = per_disease_auc(targets, scores[name], bootstrap=args.bootstrap)
-        results[name] = {
-            "steps": steps,
-            "guidance": guidance,
-            "mAUC": auc["mAUC"],
-            "mAUC_ci95": auc.get("mAUC_ci95"),
-            "fid_domain": round(frechet_distance(feats[first], real_feats), 3),
-            "seconds_per_image": round(seconds / len(items), 3),
-            "per_disease": {d: [v["n_pos"], v["auc"]] for d, v in auc["per_disease"].items() if v["auc"] is not None},
-        }
+        per_report = cfg.eval.images_per_report
+        results[name], scores[name], drawn[name] = score(
+            generator, items, targets, classifier, real_feats, per_report, steps, guidance, args.bootstrap
+        )
         shown = {k: results[name][k] for k in ("mAUC", "mAUC_ci95", "fid_domain", "seconds_per_image")}
         print(name + ":", json.dumps(shown), flush=True)
     default = f"{generator.sampling.steps} steps, guidance {default_guidance:g}"
@@ -157,6 +185,10 @@ def main() -> None:
         "reference": reference,
         "by_setting": results,
     }
+    if args.grid:
+        args.grid.parent.mkdir(parents=True, exist_ok=True)
+        args.grid.write_bytes(grid_for_rows(rows, list(drawn[chosen]), real, cfg.eval.grid_per_disease))
+        record["grid"] = {"path": str(args.grid), "setting": chosen}
     out = write_result(record, args.out, f"sampler_steps_{args.profile}_{args.split}")
     print(f"chosen: {chosen} (the profile samples with {generator.sampling.steps} steps, guidance "
           f"{generator.sampling.guidance:g}); wrote {out}")  # fmt: skip

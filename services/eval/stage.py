@@ -443,14 +443,23 @@ def _compute(spec: dict[str, Any]) -> dict[str, Any]:
 
 
 def _grid(rows: list[dict[str, Any]], gen: Generated, real: np.ndarray, per_disease: int) -> bytes:
-    by_id = {}
+    first = {}
     for i, sid in enumerate(gen.sample_ids):
-        by_id.setdefault(sid, []).append(gen.images[i])
+        first.setdefault(sid, gen.images[i])
+    return grid_for_rows(rows, [first.get(r["sample_id"]) for r in rows], real, per_disease)
+
+
+def grid_for_rows(
+    rows: list[dict[str, Any]], generated: list[np.ndarray | None], real: np.ndarray, per_disease: int
+) -> bytes:
+    """The per-disease grid PNG: each disease's first ``per_disease`` positive rows, real image beside the
+    image generated for the same report (``generated[i]`` belongs to ``rows[i]``; None when it has none).
+    Shared by the eval report and the benchmarks that redraw it at another sampler setting."""
     real_by, gen_by = {}, {}
     for disease in EVAL_DISEASES:
         picks = [i for i, r in enumerate(rows) if r.get(disease) == 1][:per_disease]
         real_by[disease] = [real[i] for i in picks]
-        gen_by[disease] = [by_id[rows[i]["sample_id"]][0] for i in picks if rows[i]["sample_id"] in by_id]
+        gen_by[disease] = [generated[i] for i in picks if generated[i] is not None]
     return report.disease_grid(real_by, gen_by, per_disease)
 
 
