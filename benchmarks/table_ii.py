@@ -17,7 +17,7 @@ the same phantoms with the same injected noise; a training seed is ``project.see
 
 ``--existing VARIANT:SEED=RUN_ROOT`` names a run made earlier by hand the same way. Each variant's generator
 and its adapter-less copy (the U-ViT alone) are then scored on the reference run's held-out test requests
-(its reports, per-image seeds, reference classifier and real images) at one sampler setting, as the eval
+(its reports, per-image seeds, reference classifier and real images) at the profile's sampler, as the eval
 stage and ``sampler_steps.py`` score (same numbers): mAUC with a bootstrap interval and domain FID at equal
 set sizes. Per row: every seed, the mean and the spread (max − min); per module (adapter, LNFS, squeeze):
 the paired difference per seed and whether the paper's direction (higher mAUC, lower FID) holds in every seed.
@@ -184,8 +184,8 @@ def main() -> None:
     parser.add_argument("--root", type=Path, default=None, help="where new variant runs go (default: <run>-table2)")
     parser.add_argument("--existing", action="append", default=[], metavar="VARIANT:SEED=RUN_ROOT",
                         help="a variant run made earlier the same way (repeatable)")  # fmt: skip
-    parser.add_argument("--steps", type=int, default=None, help="sampler steps (default: the reference bundle's)")
-    parser.add_argument("--guidance", type=float, default=None, help="guidance (default: the reference bundle's)")
+    parser.add_argument("--steps", type=int, default=None, help="sampler steps (default: the profile's eval/sampling)")
+    parser.add_argument("--guidance", type=float, default=None, help="guidance (default: the profile's eval/sampling)")
     parser.add_argument("--bootstrap", type=int, default=1000)
     parser.add_argument("--dry-run", action="store_true", help="print the runs to make and their commands, then stop")
     args = parser.parse_args()
@@ -203,10 +203,11 @@ def main() -> None:
         if not run.generator.is_dir():
             train(run, args.profile, args.overrides, root)
 
-    items, targets, ref_generator, classifier = eval_requests(cfg, reference, "test")
+    items, targets, _, classifier = eval_requests(cfg, reference, "test")
     _, real, real_feats, floor = real_reference(cfg, reference, "test", classifier)
-    steps = args.steps or ref_generator.sampling.steps
-    guidance = args.guidance if args.guidance is not None else ref_generator.sampling.guidance
+    # one sampler for every row, the profile's (a bundle keeps the default of the day it was trained)
+    steps = args.steps or cfg.eval.steps or cfg.sampling.steps
+    guidance = next(g for g in (args.guidance, cfg.eval.guidance, cfg.sampling.guidance) if g is not None)
     by_row: dict[str, dict[int, dict[str, Any]]] = {}
     scores: dict[tuple[str, int], np.ndarray] = {}
     work = Path(tempfile.mkdtemp(prefix="table-ii-"))
