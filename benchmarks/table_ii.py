@@ -82,7 +82,7 @@ class Training:
         return self.root / "diffusion" / "generator"
 
     def command(self, profile: str, user_overrides: list[str]) -> list[str]:
-        sets = [f"project.run_root={self.root}", f"project.seed={self.seed}", *user_overrides, *self.overrides]
+        sets = [*user_overrides, f"project.run_root={self.root}", f"project.seed={self.seed}", *self.overrides]
         return [sys.executable, "-m", "infra.launch", "--profile", profile, "--state", f"{self.root}-mlflow",
                 *[a for s in sets for a in ("--set", s)], "--from", self.start, "--to", "diffusion"]  # fmt: skip
 
@@ -112,11 +112,16 @@ def plan(
 
 def train(run: Training, profile: str, user_overrides: list[str], log_dir: Path) -> None:
     """Make one variant's run (copy the stages it shares, then the launcher to the end of diffusion)."""
+    if run.root == run.copy_from:
+        raise SystemExit(f"{run.variant} seed {run.seed}: {run.root} has no generator and is the run it would copy")
     for stage in run.copy_stages:
         if not (run.root / stage).exists():
             if not (run.copy_from / stage).exists():
                 raise SystemExit(f"{run.variant} seed {run.seed}: {run.copy_from / stage} is missing (made first?)")
-            shutil.copytree(run.copy_from / stage, run.root / stage)
+            partial = run.root / f".{stage}.copying"  # a copy cut short is never taken for the stage
+            shutil.rmtree(partial, ignore_errors=True)
+            shutil.copytree(run.copy_from / stage, partial)
+            partial.rename(run.root / stage)
     log = log_dir / f"table_ii_{run.variant}_seed{run.seed}.log"
     print(f"training {run.variant} seed {run.seed} in {run.root} (log {log})", flush=True)
     with log.open("w") as out:
@@ -129,19 +134,20 @@ def summarise(by_row: dict[str, dict[int, dict[str, Any]]], targets: np.ndarray,
     """Rows with mean and spread over seeds; modules with their per-seed paired differences and directions."""
     rows = {}
     for name, by_seed in by_row.items():
-        auc = [r["mAUC"] for r in by_seed.values()]
+        auc = [r["mAUC"] for r in by_seed.values() if r["mAUC"] is not None]
         fid = [r["fid_domain"] for r in by_seed.values()]
         rows[name] = {
             "seeds": sorted(by_seed),
-            "mAUC_mean": round(float(np.mean(auc)), 4),
-            "mAUC_spread": round(float(np.ptp(auc)), 4),
+            "mAUC_mean": round(float(np.mean(auc)), 4) if auc else None,
+            "mAUC_spread": round(float(np.ptp(auc)), 4) if auc else None,
             "fid_domain_mean": round(float(np.mean(fid)), 3),
             "fid_domain_spread": round(float(np.ptp(fid)), 3),
             "by_seed": {str(s): r for s, r in sorted(by_seed.items())},
         }
     modules = {}
     for module, (with_it, without) in MODULES.items():
-        seeds = sorted(set(by_row.get(with_it, {})) & set(by_row.get(without, {})))
+        both = set(by_row.get(with_it, {})) & set(by_row.get(without, {}))
+        seeds = sorted(s for s in both if None not in (by_row[with_it][s]["mAUC"], by_row[without][s]["mAUC"]))
         if not seeds:
             continue
         per_seed = {}
@@ -189,11 +195,26 @@ def main() -> None:
     parser.add_argument("--bootstrap", type=int, default=1000)
     parser.add_argument("--dry-run", action="store_true", help="print the runs to make and their commands, then stop")
     args = parser.parse_args()
+    user = list(args.overrides)  # what every run is made with; the table sets root and seed per run
+    for given in user:
+        if given.split("=", 1)[0].strip() in ("project.seed", "project.run_root"):
+            raise SystemExit(
+                f"--set {given}: the table sets this per run; use --seeds, --reference-seed, --run, --root"
+            )
+    args.overrides = [*user, f"project.seed={args.reference_seed}"]  # scoring: the reference run's own requests
     cfg, reference = open_run(args)
+    reference = reference.resolve()
+    needed = [reference / "diffusion" / "generator", reference / "eval" / "classifier",
+              reference / "filter" / "manifest.parquet"]  # fmt: skip
+    if missing := [str(p) for p in needed if not p.exists()]:
+        raise SystemExit(f"--run {reference}: not a finished reference run (missing {', '.join(missing)})")
+    existing = _existing(args.existing)
+    if unused := [f"{v}:{s}" for v, s in existing if v not in args.variants or s not in args.seeds]:
+        raise SystemExit(f"--existing {', '.join(unused)}: not among --variants {args.variants} / --seeds {args.seeds}")
     root = (args.root or reference.with_name(reference.name + "-table2")).resolve()
-    runs = plan(reference.resolve(), args.reference_seed, args.seeds, args.variants, root, _existing(args.existing))
+    runs = plan(reference, args.reference_seed, args.seeds, args.variants, root, existing)
     for run in runs:
-        todo = "to train: " + " ".join(run.command(args.profile, args.overrides))
+        todo = "to train: " + " ".join(run.command(args.profile, user))
         state = "exists" if run.generator.is_dir() else todo
         print(f"{run.variant} seed {run.seed}: {run.root} ({state})", flush=True)
     if args.dry_run:
@@ -201,7 +222,7 @@ def main() -> None:
     root.mkdir(parents=True, exist_ok=True)
     for run in runs:
         if not run.generator.is_dir():
-            train(run, args.profile, args.overrides, root)
+            train(run, args.profile, user, root)
 
     items, targets, _, classifier = eval_requests(cfg, reference, "test")
     _, real, real_feats, floor = real_reference(cfg, reference, "test", classifier)
@@ -212,8 +233,11 @@ def main() -> None:
     scores: dict[tuple[str, int], np.ndarray] = {}
     work = Path(tempfile.mkdtemp(prefix="table-ii-"))
     for run in runs:
-        bare = bundle_without_adapter(run.generator, str(work / f"{run.variant}-{run.seed}"), work)[0]
-        for name, folder in ((run.variant, run.generator), (f"{run.variant} without adapter", bare)):
+        rows = [(run.variant, run.generator)]
+        if json.loads((run.generator / "generator.json").read_text()).get("adapter"):
+            bare = bundle_without_adapter(run.generator, str(work / f"{run.variant}-{run.seed}"), work)[0]
+            rows.append((f"{run.variant} without adapter", bare))
+        for name, folder in rows:
             per_report = cfg.eval.images_per_report
             result, scores[(name, run.seed)], _ = score(
                 Generator(folder), items, targets, classifier, real_feats, per_report, steps, guidance, args.bootstrap

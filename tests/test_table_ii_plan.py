@@ -31,8 +31,8 @@ def test_plan_reuses_the_reference_and_existing_runs_and_orders_what_copies_afte
     assert seed1.copy_from == root / "full-seed1" and seed1.copy_stages == ["data", "filter"]
     command = seed1.command("small", ["eval.num_reports=10"])
     sets = [command[i + 1] for i, a in enumerate(command) if a == "--set"]
-    assert sets == [f"project.run_root={seed1.root}", "project.seed=1", "eval.num_reports=10",
-                    "text.squeeze_tokens=0"]  # fmt: skip
+    assert sets == ["eval.num_reports=10", f"project.run_root={seed1.root}", "project.seed=1",
+                    "text.squeeze_tokens=0"]  # fmt: skip  # the run's own root, seed and switch win
     assert command[-4:] == ["--from", "text", "--to", "diffusion"]
     assert by[("no_lnfs", 1)].copy_from == reference and by[("no_lnfs", 1)].copy_stages == ["data"]
     assert by[("unsqueezed", 0)].copy_from == reference  # seed 0's full run is the reference
