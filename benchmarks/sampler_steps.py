@@ -151,9 +151,9 @@ def main() -> None:
     scores: dict[str, np.ndarray] = {}
     results: dict[str, dict] = {}
     drawn: dict[str, np.ndarray] = {}  # one image per report, for --grid
+    per_report = cfg.eval.images_per_report
     for steps, guidance in settings:
         name = f"{steps} steps, guidance {guidance:g}"
-        per_report = cfg.eval.images_per_report
         results[name], scores[name], drawn[name] = score(
             generator, items, targets, classifier, real_feats, per_report, steps, guidance, args.bootstrap
         )

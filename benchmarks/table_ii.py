@@ -34,7 +34,7 @@ import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -51,11 +51,24 @@ from services.diffusion.generator import Generator  # noqa: E402
 from services.eval.stage import bundle_without_adapter  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
-# variant -> (overrides, lnfs, ava_tls, first stage, the variant whose stages up to the first it copies)
-VARIANTS: dict[str, tuple[list[str], bool, bool, str, str | None]] = {
-    "full": ([], True, True, "filter", None),
-    "no_lnfs": (["filter.enabled=false"], False, True, "filter", None),
-    "unsqueezed": (["text.squeeze_tokens=0"], True, False, "text", "full"),
+
+
+class Variant(NamedTuple):
+    """How a variant's run differs from the profile: its overrides, the flags of its Table II row, the stage
+    it starts at, and the variant (of the same seed) whose stages before that it copies (None: the reference's
+    data stage)."""
+
+    overrides: list[str]
+    lnfs: bool
+    ava_tls: bool
+    start: str
+    base: str | None
+
+
+VARIANTS = {
+    "full": Variant([], True, True, "filter", None),
+    "no_lnfs": Variant(["filter.enabled=false"], False, True, "filter", None),
+    "unsqueezed": Variant(["text.squeeze_tokens=0"], True, False, "text", "full"),
 }
 # module -> (row with it, row without it): the paper's direction is higher mAUC and lower FID with it
 MODULES = {
@@ -100,7 +113,7 @@ def plan(
 
     runs: list[Training] = []
     for seed in seeds:
-        for variant in sorted(variants, key=lambda v: VARIANTS[v][4] is not None):
+        for variant in sorted(variants, key=lambda v: VARIANTS[v].base is not None):
             overrides, _, _, start, base = VARIANTS[variant]
             source = reference if base is None else root_of(base, seed)
             if base is not None and base not in variants and source != reference and (base, seed) not in existing:
@@ -231,19 +244,20 @@ def main() -> None:
     guidance = next(g for g in (args.guidance, cfg.eval.guidance, cfg.sampling.guidance) if g is not None)
     by_row: dict[str, dict[int, dict[str, Any]]] = {}
     scores: dict[tuple[str, int], np.ndarray] = {}
+    per_report = cfg.eval.images_per_report
     work = Path(tempfile.mkdtemp(prefix="table-ii-"))
     for run in runs:
-        rows = [(run.variant, run.generator)]
-        if json.loads((run.generator / "generator.json").read_text()).get("adapter"):
+        model = Generator(run.generator)
+        rows = [(run.variant, model)]
+        if model.has_adapter:
             bare = bundle_without_adapter(run.generator, str(work / f"{run.variant}-{run.seed}"), work)[0]
-            rows.append((f"{run.variant} without adapter", bare))
-        for name, folder in rows:
-            per_report = cfg.eval.images_per_report
+            rows.append((f"{run.variant} without adapter", Generator(bare)))
+        variant = VARIANTS[run.variant]
+        for name, generator in rows:
             result, scores[(name, run.seed)], _ = score(
-                Generator(folder), items, targets, classifier, real_feats, per_report, steps, guidance, args.bootstrap
+                generator, items, targets, classifier, real_feats, per_report, steps, guidance, args.bootstrap
             )
-            result.update(run=str(run.root), lnfs=VARIANTS[run.variant][1], ava_tls=VARIANTS[run.variant][2],
-                          dkim=name == run.variant)  # fmt: skip
+            result.update(run=str(run.root), lnfs=variant.lnfs, ava_tls=variant.ava_tls, dkim=generator.has_adapter)
             by_row.setdefault(name, {})[run.seed] = result
             shown = {k: result[k] for k in ("mAUC", "mAUC_ci95", "fid_domain")}
             print(f"{name} seed {run.seed}: {json.dumps(shown)}", flush=True)
