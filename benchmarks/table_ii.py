@@ -114,12 +114,13 @@ def plan(
     runs: list[Training] = []
     for seed in seeds:
         for variant in sorted(variants, key=lambda v: VARIANTS[v].base is not None):
-            overrides, _, _, start, base = VARIANTS[variant]
+            spec = VARIANTS[variant]
+            base = spec.base
             source = reference if base is None else root_of(base, seed)
             if base is not None and base not in variants and source != reference and (base, seed) not in existing:
                 raise SystemExit(f"--variants: '{variant}' starts from its seed's '{base}' run; add '{base}'")
             copied = ["data"] if base is None else ["data", "filter"]
-            runs.append(Training(variant, seed, root_of(variant, seed), start, source, copied, overrides))
+            runs.append(Training(variant, seed, root_of(variant, seed), spec.start, source, copied, spec.overrides))
     return runs
 
 
