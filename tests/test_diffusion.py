@@ -259,12 +259,13 @@ def test_two_stage_training_crash_resume_registry_and_seeded_generation(
     from services.diffusion.generator import Generator
 
     cfg = _cfg(upstream, f"tracking.uri={mlflow_server}", "ray.num_workers=2", "ray.cpus_per_worker=0.5")
-    out = str(tmp_path / "diffusion")
+    out = f"{upstream}/diffusion"  # the run folder: the stage trains once here and the skip is checked at the end
     tracker = Tracker(mlflow_server, experiment_name)
     with tracker.run("crash"), pytest.raises(DiffCXRError, match="injected crash after step 3.*re-run"):
-        stage.run(cfg, tracker, out_uri=out, crash_after_step={"uvit": 3})
+        stage.run(cfg, tracker, crash_after_step={"uvit": 3})
+    assert not storage.exists(f"{out}/_stage.json")  # no marker after a crash: the re-run resumes
     with tracker.run("resume") as run:
-        result = stage.run(cfg, tracker, out_uri=out)
+        result = stage.run(cfg, tracker)
     summary = result["summary"]
     assert summary["uvit"]["resumed_from_step"] == 3 and summary["uvit"]["trained_steps"] == 6
     assert summary["adapter"]["trained_steps"] == 4 and summary["adapter"]["resumed_from_step"] == 0
@@ -304,8 +305,7 @@ def test_two_stage_training_crash_resume_registry_and_seeded_generation(
     assert not np.array_equal(again[0].pixels, local.generate(reports[:1], [8])[0].pixels)
     assert not np.array_equal(again[0].pixels, again[1].pixels)
 
-    # the stage is current now: a re-run is skipped (out_uri=None uses the run folder; here: marker-less)
-    assert stage.run(cfg, tracker=None, out_uri=None)["skipped"] is False  # first run in the run folder
+    # the stage is current now: a re-run is skipped
     assert stage.run(cfg, tracker=None)["skipped"] is True
 
 
