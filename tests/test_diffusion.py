@@ -17,6 +17,7 @@ import torch
 from diffcxr import storage
 from diffcxr.config import DiffusionConfig, load_config
 from diffcxr.errors import DataError, DiffCXRError
+from diffcxr.stages import MARKER, StageDir
 from services.diffusion.adapter import AdaptedUViT
 from services.diffusion.sampling import check_request, sample_latents
 from services.diffusion.schedulers import schedule_of
@@ -259,11 +260,11 @@ def test_two_stage_training_crash_resume_registry_and_seeded_generation(
     from services.diffusion.generator import Generator
 
     cfg = _cfg(upstream, f"tracking.uri={mlflow_server}", "ray.num_workers=2", "ray.cpus_per_worker=0.5")
-    out = f"{upstream}/diffusion"  # the run folder: the stage trains once here and the skip is checked at the end
+    out = StageDir(cfg.run_root, stage.STAGE).uri  # the run folder: trained once here, the skip checked at the end
     tracker = Tracker(mlflow_server, experiment_name)
     with tracker.run("crash"), pytest.raises(DiffCXRError, match="injected crash after step 3.*re-run"):
         stage.run(cfg, tracker, crash_after_step={"uvit": 3})
-    assert not storage.exists(f"{out}/_stage.json")  # no marker after a crash: the re-run resumes
+    assert not storage.exists(storage.join(out, MARKER))  # no marker after a crash: the re-run resumes
     with tracker.run("resume") as run:
         result = stage.run(cfg, tracker)
     summary = result["summary"]
