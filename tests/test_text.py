@@ -71,6 +71,36 @@ def test_minilm_tower_is_pretrained_and_returns_all_token_states(tiny_encoder: R
     assert cos(pooled[0], pooled[1], dim=0) > cos(pooled[0], pooled[2], dim=0) + 0.2
 
 
+def test_each_report_runs_at_its_own_length_and_alone_when_asked(tiny_encoder: ReportEncoder) -> None:
+    """New bundles zero the padding states and run each token count apart: the real tokens' states match the
+    full-length pass, and with ``batch_invariant`` a report's output is bit-identical alone or batched with
+    reports of the same or other lengths. A bundle without ``pad_states`` (built before) keeps the full-length
+    pass it was trained on."""
+    assert tiny_encoder.spec["pad_states"] == "zero"
+    texts = ["The heart is enlarged.", "No acute disease. " * 6, "The lungs are clear.", "Small left effusion."]
+    tok = tiny_encoder.tokenizer()
+    ids = tok(texts).ids
+    assert len(set((ids != tiny_encoder.pad_id).sum(1).tolist())) < len(texts)  # two reports share a length
+    real = (ids != tiny_encoder.pad_id)[..., None]
+    legacy = ReportEncoder(tiny_encoder.clip, {k: v for k, v in tiny_encoder.spec.items() if k != "pad_states"},
+                           tiny_encoder.hf_dir).eval()  # fmt: skip
+    with torch.no_grad():
+        pooled, states = tiny_encoder.token_states(ids)
+        inv_pooled, inv_states = tiny_encoder.token_states(ids, batch_invariant=True)
+        full_pooled, full_states = legacy.token_states(ids)
+        alone = [tiny_encoder.token_states(ids[i : i + 1], batch_invariant=True) for i in range(len(texts))]
+        contexts = tiny_encoder.encode(ids[[2, 0, 1]], batch_invariant=True)[1]
+        context_alone = tiny_encoder.encode(ids[:1], batch_invariant=True)[1]
+    assert (states[~real.expand_as(states)] == 0).all()
+    assert (full_states[~real.expand_as(full_states)] != 0).any()  # the legacy pass keeps padding states
+    for got, got_pooled in ((states, pooled), (inv_states, inv_pooled)):
+        torch.testing.assert_close(got * real, full_states * real, atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(got_pooled, full_pooled, atol=1e-4, rtol=1e-4)
+    for i, (one_pooled, one_states) in enumerate(alone):
+        assert torch.equal(one_states[0], inv_states[i]) and torch.equal(one_pooled[0], inv_pooled[i])
+    assert torch.equal(contexts[1], context_alone[0])
+
+
 def test_biomedclip_architecture_from_shared_config(home: Path) -> None:
     cfg = load_config("paper")
     torch.manual_seed(0)

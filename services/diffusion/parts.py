@@ -83,8 +83,9 @@ class TextPart:
     @torch.no_grad()
     def contexts(self, texts: list[str]) -> torch.Tensor:
         """Squeezed contexts (B, K, d), rounded through float16 exactly as the training embeddings were stored.
-        An empty or whitespace-only text tokenises like "" and so gets the unconditional context."""
-        return self.encoder.encode(self.tokenizer(texts).ids)[1].half().float()
+        An empty or whitespace-only text tokenises like "" and so gets the unconditional context. Each text is
+        encoded as if alone, so its context does not depend on the batch it came in."""
+        return self.encoder.encode(self.tokenizer(texts).ids, batch_invariant=True)[1].half().float()
 
     def labels_and_sentences(self, reports: list[str]) -> tuple[list[dict[str, float | None]], list[str]]:
         """Labels by name (rules labeler) and the disease sentence of each report."""

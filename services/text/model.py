@@ -27,6 +27,8 @@ from services.text.tokenizer import ReportTokenizer
 
 BUNDLE_FORMAT = "diffcxr-text-v1"
 TRAIN_PARTS = ("squeezer", "squeezer+heads", "squeezer+text", "all")
+#: ``pad_states`` of a bundle whose tower runs each report at its own length (zeros at padding positions).
+PAD_STATES_ZERO = "zero"
 
 
 class ReportEncoder(nn.Module):
@@ -60,6 +62,7 @@ class ReportEncoder(nn.Module):
             "image_size": image_size,
             "vision_size": vision_size(kwargs),
             "logit_scale": cfg.logit_scale,
+            "pad_states": PAD_STATES_ZERO,
         }
         model = cls(clip, spec, hf_dir)
         if cfg.encoder_weights:
@@ -82,15 +85,42 @@ class ReportEncoder(nn.Module):
         return (k, self.spec["hidden_dim"])
 
     # ------------------------------------------------------------------ forward
-    def token_states(self, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The tower's pooled vector (B, d) and all token states (B, L, d)."""
-        mask = (ids != self.pad_id).long()
-        out = self.clip.text.transformer(input_ids=ids, attention_mask=mask)
-        return self.clip.text.pooler(out, mask), out.last_hidden_state
+    def token_states(self, ids: torch.Tensor, batch_invariant: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """The tower's pooled vector (B, d) and all token states (B, L, d).
 
-    def encode(self, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(global token (B, d), context (B, K, d)); without a squeeze: (pooled, all L states)."""
-        return self.squeeze_states(*self.token_states(ids))
+        A bundle with ``pad_states: "zero"`` (every bundle built since 2026-12-04) runs each report at its own
+        token count, the rows of one count together, and holds zeros at the padding positions: a report
+        averages ~67 of 128 tokens, so the tower does about half the work. The matrix kernels' rounding
+        depends on how many rows they get (~1e-6), so ``batch_invariant`` runs every row alone: what the
+        generator uses, so an image never depends on which requests shared its batch. Older bundles were
+        trained on the tower's states at the padding positions too, so they keep the full-length pass."""
+        mask = ids != self.pad_id
+        if self.spec.get("pad_states") != PAD_STATES_ZERO or ids.shape[0] == 0:
+            out = self.clip.text.transformer(input_ids=ids, attention_mask=mask.long())
+            return self.clip.text.pooler(out, mask.long()), out.last_hidden_state
+        lengths = mask.sum(1).clamp(min=1)  # an all-padding row still needs one position
+        if batch_invariant:
+            groups = [(int(n), torch.tensor([i])) for i, n in enumerate(lengths.tolist())]
+        else:
+            groups = [(int(n), torch.nonzero(lengths == n).squeeze(1)) for n in torch.unique(lengths).tolist()]
+        pooled: torch.Tensor | None = None
+        states: torch.Tensor | None = None
+        for n, rows in groups:
+            sub_mask = mask[rows, :n].long()
+            out = self.clip.text.transformer(input_ids=ids[rows, :n], attention_mask=sub_mask)
+            hidden, sub_pooled = out.last_hidden_state, self.clip.text.pooler(out, sub_mask)
+            if states is None or pooled is None:
+                states = hidden.new_zeros((*ids.shape, hidden.shape[-1]))
+                pooled = sub_pooled.new_zeros((ids.shape[0], sub_pooled.shape[-1]))
+            states[rows, :n] = hidden * sub_mask[..., None]
+            pooled[rows] = sub_pooled
+        assert states is not None and pooled is not None  # ids has rows, so there was a group
+        return pooled, states
+
+    def encode(self, ids: torch.Tensor, batch_invariant: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """(global token (B, d), context (B, K, d)); without a squeeze: (pooled, all L states).
+        ``batch_invariant``: see :meth:`token_states`."""
+        return self.squeeze_states(*self.token_states(ids, batch_invariant))
 
     def squeeze_states(self, pooled: torch.Tensor, states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """:meth:`encode` from the tower's output: a frozen tower's states are computed once and reused."""
