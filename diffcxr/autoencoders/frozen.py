@@ -108,17 +108,20 @@ class Taef2Autoencoder:
     def __init__(self, cfg: AutoencoderConfig) -> None:
         from diffcxr.autoencoders.taef2 import TAEF2
 
-        self.model = TAEF2.from_dir(find_taef2_weights(cfg))
+        # channels-last: oneDNN's convolutions ran the encoder 1.4x faster so (64 px, batch 64, 2-core AVX2)
+        self.model = TAEF2.from_dir(find_taef2_weights(cfg)).to(memory_format=torch.channels_last)
         self.scale_factor = cfg.scale_factor
         self.id = f"taef2@{TAEF2_FILES['taef2_encoder.pth'][1][:12]}"
 
     @torch.no_grad()
     def encode(self, images: torch.Tensor) -> torch.Tensor:
-        return self.model.encode(images) * self.scale_factor
+        latents = self.model.encode(images.contiguous(memory_format=torch.channels_last)) * self.scale_factor
+        return latents.contiguous()
 
     @torch.no_grad()
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
-        return self.model.decode(latents / self.scale_factor)
+        images = self.model.decode((latents / self.scale_factor).contiguous(memory_format=torch.channels_last))
+        return images.contiguous()
 
 
 class SDVAEAutoencoder:
