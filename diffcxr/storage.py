@@ -9,10 +9,14 @@ store. The S3 endpoint is configurable (``storage.s3_endpoint``, else
 
 from __future__ import annotations
 
+import hashlib
 import io
+import json
 import os
 import posixpath
+import shutil
 import tempfile
+import time
 import uuid
 from dataclasses import dataclass
 from functools import lru_cache
@@ -207,21 +211,100 @@ def put_folder(local: str | Path, uri: str) -> str:
     return uri
 
 
+#: Default size cap of the download cache of :func:`get_folder` (``DIFFCXR_FOLDER_CACHE_GB``).
+FOLDER_CACHE_GB = 4.0
+
+
+def folder_cache_root() -> Path:
+    """Where :func:`get_folder` keeps remote folders: ``DIFFCXR_FOLDER_CACHE``, else the temp dir."""
+    return Path(os.environ.get("DIFFCXR_FOLDER_CACHE") or Path(tempfile.gettempdir(), "diffcxr-folders"))
+
+
 def get_folder(uri: str, local: str | Path | None = None) -> Path:
-    """A local copy of a folder URI: the folder itself when it is local, else a download into ``local``."""
+    """A local copy of a folder URI: the folder itself when it is local, else a download.
+
+    With ``local`` the download goes there. Without it, a remote folder is downloaded once per machine into
+    :func:`folder_cache_root`, under a key of the URI and every file's name, size and modification time, so
+    the processes that load one model bundle (text actors, train workers, the driver, eval actors) share one
+    download, and a folder rewritten in place is fetched again. Treat a cached folder as read-only. The
+    cache keeps the most recently used folders within ``DIFFCXR_FOLDER_CACHE_GB`` (default 4).
+    """
     here = local_path(uri)
     if here is not None:
         if not here.is_dir():
             raise StorageError(f"'{uri}' is not a folder")
         return here
-    target = Path(local or tempfile.mkdtemp(prefix="diffcxr-"))
     fs, root = resolve(uri)
-    files = list_files(uri)
+    try:
+        infos = fs.get_file_info(pafs.FileSelector(root, recursive=True, allow_not_found=True))
+    except (OSError, pa.ArrowException) as exc:
+        raise _wrap(uri, "list", exc) from None
+    files = sorted((i for i in infos if i.type == pafs.FileType.File), key=lambda i: i.path)
     if not files:
         raise StorageError(f"'{uri}' is empty or does not exist")
-    for file_uri in files:
-        rel = resolve(file_uri)[1][len(root) :].lstrip("/")
-        dst = target / rel
+    if local is not None:
+        return _download(fs, root, files, Path(local))
+    key = hashlib.sha256(json.dumps([uri, _content_listing(uri, root, files)]).encode()).hexdigest()[:32]
+    cache = folder_cache_root()
+    final = cache / key
+    if final.is_dir():
+        os.utime(final)  # most recently used
+        return final
+    cache.mkdir(parents=True, exist_ok=True)
+    partial = _download(fs, root, files, Path(tempfile.mkdtemp(prefix=f"{key}.partial-", dir=cache)))
+    try:
+        partial.rename(final)  # atomic: a cached folder is always complete
+    except OSError:  # another process finished the same folder first
+        shutil.rmtree(partial, ignore_errors=True)
+    _trim_folder_cache(cache, keep=final)
+    return final
+
+
+def _content_listing(uri: str, root: str, files: list[pafs.FileInfo]) -> list[tuple[str, int, str]]:
+    """(name, size, content tag) per file: S3's ETag (the content's digest; pyarrow does not expose it, so
+    one boto3 listing), else the modification time."""
+    tags = {i.path: str(i.mtime_ns) for i in files}
+    if is_s3(uri):
+        import boto3
+
+        settings = s3_settings()
+        bucket, _, prefix = root.partition("/")
+        client = boto3.client("s3", endpoint_url=settings.endpoint, region_name=settings.region)
+        try:
+            for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=f"{prefix}/" if prefix else ""):
+                tags.update({f"{bucket}/{o['Key']}": o["ETag"] for o in page.get("Contents", [])})
+        except Exception as exc:  # botocore's errors: the cache key must not be guessed
+            raise _wrap(uri, "list", exc) from None
+    return [(i.path[len(root) :], int(i.size or 0), tags[i.path]) for i in files]
+
+
+def _download(fs: pafs.FileSystem, root: str, files: list[pafs.FileInfo], target: Path) -> Path:
+    for info in files:
+        dst = target / info.path[len(root) :].lstrip("/")
         dst.parent.mkdir(parents=True, exist_ok=True)
-        dst.write_bytes(read_bytes(file_uri))
+        try:
+            with fs.open_input_stream(info.path, compression=None) as f:
+                dst.write_bytes(f.read())
+        except (OSError, pa.ArrowException) as exc:
+            raise _wrap(info.path, "read", exc) from None
     return target
+
+
+def _trim_folder_cache(cache: Path, keep: Path) -> None:
+    """Drop the least recently used folders beyond the size cap, and partial downloads older than an hour."""
+    cap = float(os.environ.get("DIFFCXR_FOLDER_CACHE_GB") or FOLDER_CACHE_GB) * 2**30
+    now, entries = time.time(), []
+    for entry in cache.iterdir():
+        if ".partial-" in entry.name:
+            if now - entry.stat().st_mtime > 3600:
+                shutil.rmtree(entry, ignore_errors=True)
+            continue
+        size = sum(f.stat().st_size for f in entry.rglob("*") if f.is_file())
+        entries.append((entry.stat().st_mtime, size, entry))
+    total = sum(size for _, size, _ in entries)
+    for _, size, entry in sorted(entries, key=lambda e: e[0]):
+        if total <= cap:
+            break
+        if entry != keep:
+            shutil.rmtree(entry, ignore_errors=True)
+            total -= size

@@ -72,6 +72,39 @@ def test_copy_between_local_and_s3(tmp_path: Path, s3_bucket: str) -> None:
 
 
 @pytest.mark.s3
+def test_a_remote_folder_is_downloaded_once_and_again_when_its_content_changes(
+    tmp_path: Path, s3_bucket: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every process that loads one bundle from S3 shares one download; a folder rewritten in place (same
+    names and sizes, other bytes) is a new download, never the stale copy."""
+    monkeypatch.setenv("DIFFCXR_FOLDER_CACHE", str(tmp_path / "cache"))
+    src = tmp_path / "bundle"
+    (src / "hf").mkdir(parents=True)
+    (src / "weights.pt").write_bytes(b"A" * 4096)
+    (src / "hf" / "config.json").write_text("{}")
+    uri = storage.put_folder(src, f"{s3_bucket}/bundle")
+    first = storage.get_folder(uri)
+    assert (first / "weights.pt").read_bytes() == b"A" * 4096 and (first / "hf" / "config.json").is_file()
+    assert storage.get_folder(uri) == first  # the cached copy, not a second download
+    assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == [first.name]  # no partial left behind
+    fresh = storage.get_folder(uri, tmp_path / "mine")  # an explicit target is always a fresh download
+    assert fresh == tmp_path / "mine" and (fresh / "weights.pt").read_bytes() == b"A" * 4096
+
+    (src / "weights.pt").write_bytes(b"B" * 4096)
+    storage.put_folder(src, uri)
+    second = storage.get_folder(uri)
+    assert second != first and (second / "weights.pt").read_bytes() == b"B" * 4096
+
+    monkeypatch.setenv("DIFFCXR_FOLDER_CACHE_GB", "0")  # a zero cap keeps only the folder just fetched
+    (src / "weights.pt").write_bytes(b"C" * 4096)
+    storage.put_folder(src, uri)
+    third = storage.get_folder(uri)
+    assert [p.name for p in (tmp_path / "cache").iterdir()] == [third.name]
+    with pytest.raises(StorageError, match="empty or does not exist"):
+        storage.get_folder(f"{s3_bucket}/nothing-here")
+
+
+@pytest.mark.s3
 def test_s3_objects_are_visible_to_boto3(s3_bucket: str) -> None:
     """pyarrow.fs and boto3 see the same server (one endpoint setting for both)."""
     from infra.s3 import client
