@@ -65,7 +65,8 @@ def test_minilm_tower_is_pretrained_and_returns_all_token_states(tiny_encoder: R
         pooled, states = tiny_encoder.token_states(ids)
         global_token, context = tiny_encoder.encode(ids)
     assert states.shape == (3, 128, 384) and pooled.shape == (3, 384)
-    assert global_token.shape == (3, 384) and context.shape == (3, 32, 384)
+    k = load_config("tiny").text.squeeze_tokens
+    assert global_token.shape == (3, 384) and context.shape == (3, k, 384)
     cos = torch.nn.functional.cosine_similarity
     # real pretrained weights put the two cardiac sentences closer than the unrelated one
     assert cos(pooled[0], pooled[1], dim=0) > cos(pooled[0], pooled[2], dim=0) + 0.2
@@ -233,7 +234,7 @@ def test_cli_rejects_non_utf8_report_file_with_its_line(tmp_path: Path, capsys: 
     path.write_text("Heart size normal.\n\n")
     assert main(["text", "embed", "--model", str(tiny), "--reports", str(path), "--out", str(out)]) == 0
     context = np.load(out)
-    assert context.shape == (2, 32, 384)
+    assert context.shape == (2, load_config("tiny").text.squeeze_tokens, 384)
     model = ReportEncoder.load_bundle(tiny)
     assert np.array_equal(context[1], model.unconditional().numpy())  # the empty line is the unconditional context
 
@@ -304,7 +305,8 @@ def test_two_worker_training_crash_resume_and_registry_round_trip(
     with torch.no_grad():
         assert torch.equal(from_registry.encode(ids)[1], from_storage.encode(ids)[1])
     tags = MlflowClient(mlflow_server).get_model_version("diffcxr-text", str(registered["version"])).tags
-    assert tags["context_shape"] == "[32, 384]" and tags["squeeze_tokens"] == "32"
+    k = cfg.text.squeeze_tokens
+    assert tags["context_shape"] == f"[{k}, 384]" and tags["squeeze_tokens"] == str(k)
 
 
 def test_embeddings_through_ray_data_to_s3(
@@ -320,11 +322,12 @@ def test_embeddings_through_ray_data_to_s3(
     out = f"{s3_bucket}/embeddings"
     result = run_embed(cfg, bundle, phantom_manifest, out)
     rows = [r for r in manifest.read(phantom_manifest).to_pylist() if r["status"] == "kept"]
-    assert result["counts"]["reports"] == len(rows) and result["context_shape"] == [32, 384]
+    k = cfg.text.squeeze_tokens
+    assert result["counts"]["reports"] == len(rows) and result["context_shape"] == [k, 384]
 
     emb = read_embeddings(out)
     assert emb.sample_ids == sorted(r["sample_id"] for r in rows)  # every kept row, once
-    assert emb.contexts.shape == (len(rows), 32, 384) and emb.contexts.dtype == np.float16
+    assert emb.contexts.shape == (len(rows), k, 384) and emb.contexts.dtype == np.float16
     index = emb.index()
     uncond = model.unconditional().numpy()
     assert np.array_equal(emb.contexts[index["extra:empty"]], uncond.astype(np.float16))
