@@ -271,7 +271,8 @@ def _content_listing(uri: str, root: str, files: list[pafs.FileInfo]) -> list[tu
         bucket, _, prefix = root.partition("/")
         client = boto3.client("s3", endpoint_url=settings.endpoint, region_name=settings.region)
         try:
-            for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=f"{prefix}/" if prefix else ""):
+            listing = client.get_paginator("list_objects_v2")
+            for page in listing.paginate(Bucket=bucket, Prefix=f"{prefix}/" if prefix else ""):
                 tags.update({f"{bucket}/{o['Key']}": o["ETag"] for o in page.get("Contents", [])})
         except Exception as exc:  # botocore's errors: the cache key must not be guessed
             raise _wrap(uri, "list", exc) from None
