@@ -9,6 +9,7 @@ store. The S3 endpoint is configurable (``storage.s3_endpoint``, else
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
@@ -224,7 +225,7 @@ def get_folder(uri: str, local: str | Path | None = None) -> Path:
     """A local copy of a folder URI: the folder itself when it is local, else a download.
 
     With ``local`` the download goes there. Without it, a remote folder is downloaded once per machine into
-    :func:`folder_cache_root`, under a key of the URI and every file's name, size and modification time, so
+    :func:`folder_cache_root`, under a key of the URI and every file's name, size and S3 ETag, so
     the processes that load one model bundle (text actors, train workers, the driver, eval actors) share one
     download, and a folder rewritten in place is fetched again. Treat a cached folder as read-only. The
     cache keeps the most recently used folders within ``DIFFCXR_FOLDER_CACHE_GB`` (default 4).
@@ -248,7 +249,8 @@ def get_folder(uri: str, local: str | Path | None = None) -> Path:
     cache = folder_cache_root()
     final = cache / key
     if final.is_dir():
-        os.utime(final)  # most recently used
+        with contextlib.suppress(OSError):  # another user's cache entry: use it, do not mark it
+            os.utime(final)  # most recently used
         return final
     cache.mkdir(parents=True, exist_ok=True)
     partial = _download(fs, root, files, Path(tempfile.mkdtemp(prefix=f"{key}.partial-", dir=cache)))
