@@ -10,6 +10,7 @@ store. The S3 endpoint is configurable (``storage.s3_endpoint``, else
 from __future__ import annotations
 
 import contextlib
+import getpass
 import hashlib
 import io
 import json
@@ -214,21 +215,27 @@ def put_folder(local: str | Path, uri: str) -> str:
 
 #: Default size cap of the download cache of :func:`get_folder` (``DIFFCXR_FOLDER_CACHE_GB``).
 FOLDER_CACHE_GB = 4.0
+#: A cached folder untouched this long may be evicted beyond the cap; a partial download this old is dropped.
+FOLDER_CACHE_IDLE_S = 6 * 3600
 
 
 def folder_cache_root() -> Path:
-    """Where :func:`get_folder` keeps remote folders: ``DIFFCXR_FOLDER_CACHE``, else the temp dir."""
-    return Path(os.environ.get("DIFFCXR_FOLDER_CACHE") or Path(tempfile.gettempdir(), "diffcxr-folders"))
+    """Where :func:`get_folder` keeps remote folders: ``DIFFCXR_FOLDER_CACHE``, else a per-user folder in the
+    temp dir (never shared between users: one user's cache is not another's to read or plant files in)."""
+    given = os.environ.get("DIFFCXR_FOLDER_CACHE")
+    return Path(given) if given else Path(tempfile.gettempdir(), f"diffcxr-folders-{getpass.getuser()}")
 
 
 def get_folder(uri: str, local: str | Path | None = None) -> Path:
     """A local copy of a folder URI: the folder itself when it is local, else a download.
 
     With ``local`` the download goes there. Without it, a remote folder is downloaded once per machine into
-    :func:`folder_cache_root`, under a key of the URI and every file's name, size and S3 ETag, so
-    the processes that load one model bundle (text actors, train workers, the driver, eval actors) share one
-    download, and a folder rewritten in place is fetched again. Treat a cached folder as read-only. The
-    cache keeps the most recently used folders within ``DIFFCXR_FOLDER_CACHE_GB`` (default 4).
+    :func:`folder_cache_root`, under a key of the URI and every file's name, size and S3 ETag, so the
+    processes that load one model bundle (text actors, train workers, the driver, eval actors) share one
+    download, and a folder rewritten in place is fetched again. A folder that changes while it downloads is
+    fetched again rather than cached half-old. Treat a cached folder as read-only. Folders unused for
+    ``FOLDER_CACHE_IDLE_S`` are evicted, oldest first, once the cache exceeds ``DIFFCXR_FOLDER_CACHE_GB``
+    (default 4).
     """
     here = local_path(uri)
     if here is not None:
@@ -236,6 +243,35 @@ def get_folder(uri: str, local: str | Path | None = None) -> Path:
             raise StorageError(f"'{uri}' is not a folder")
         return here
     fs, root = resolve(uri)
+    files = _remote_files(uri, fs, root)
+    if local is not None:
+        return _download(fs, root, files, Path(local))
+    cache = folder_cache_root()
+    for _ in range(3):
+        listing = _content_listing(uri, root, files)
+        key = hashlib.sha256(json.dumps([uri, listing]).encode()).hexdigest()[:32]
+        final = cache / key
+        if final.is_dir():
+            with contextlib.suppress(OSError):  # marking it used is best-effort
+                os.utime(final)
+            return final
+        cache.mkdir(parents=True, exist_ok=True)
+        partial = Path(tempfile.mkdtemp(prefix=f"{key}.partial-", dir=cache))
+        try:
+            _download(fs, root, files, partial)
+            files = _remote_files(uri, fs, root)
+            if _content_listing(uri, root, files) != listing:  # rewritten while we read it: read it again
+                continue
+            with contextlib.suppress(OSError):  # fails when another process finished the same folder first
+                partial.rename(final)  # atomic: a cached folder is always complete
+            _trim_folder_cache(cache, keep=final)
+            return final
+        finally:
+            shutil.rmtree(partial, ignore_errors=True)
+    raise StorageError(f"'{uri}' kept changing while it downloaded; try again when it is written")
+
+
+def _remote_files(uri: str, fs: pafs.FileSystem, root: str) -> list[pafs.FileInfo]:
     try:
         infos = fs.get_file_info(pafs.FileSelector(root, recursive=True, allow_not_found=True))
     except (OSError, pa.ArrowException) as exc:
@@ -243,41 +279,32 @@ def get_folder(uri: str, local: str | Path | None = None) -> Path:
     files = sorted((i for i in infos if i.type == pafs.FileType.File), key=lambda i: i.path)
     if not files:
         raise StorageError(f"'{uri}' is empty or does not exist")
-    if local is not None:
-        return _download(fs, root, files, Path(local))
-    key = hashlib.sha256(json.dumps([uri, _content_listing(uri, root, files)]).encode()).hexdigest()[:32]
-    cache = folder_cache_root()
-    final = cache / key
-    if final.is_dir():
-        with contextlib.suppress(OSError):  # another user's cache entry: use it, do not mark it
-            os.utime(final)  # most recently used
-        return final
-    cache.mkdir(parents=True, exist_ok=True)
-    partial = _download(fs, root, files, Path(tempfile.mkdtemp(prefix=f"{key}.partial-", dir=cache)))
-    try:
-        partial.rename(final)  # atomic: a cached folder is always complete
-    except OSError:  # another process finished the same folder first
-        shutil.rmtree(partial, ignore_errors=True)
-    _trim_folder_cache(cache, keep=final)
-    return final
+    return files
 
 
 def _content_listing(uri: str, root: str, files: list[pafs.FileInfo]) -> list[tuple[str, int, str]]:
     """(name, size, content tag) per file: S3's ETag (the content's digest; pyarrow does not expose it, so
     one boto3 listing), else the modification time."""
-    tags = {i.path: str(i.mtime_ns) for i in files}
-    if is_s3(uri):
+    if not is_s3(uri):
+        return [(i.path[len(root) :], int(i.size or 0), str(i.mtime_ns)) for i in files]
+    settings = s3_settings()
+    endpoint = settings.endpoint
+    if endpoint and "://" not in endpoint:
+        endpoint = f"http://{endpoint}"  # as the pyarrow filesystem reads a bare host:port
+    bucket, _, prefix = root.partition("/")
+    tags: dict[str, str] = {}
+    try:
         import boto3
 
-        settings = s3_settings()
-        bucket, _, prefix = root.partition("/")
-        client = boto3.client("s3", endpoint_url=settings.endpoint, region_name=settings.region)
-        try:
-            listing = client.get_paginator("list_objects_v2")
-            for page in listing.paginate(Bucket=bucket, Prefix=f"{prefix}/" if prefix else ""):
-                tags.update({f"{bucket}/{o['Key']}": o["ETag"] for o in page.get("Contents", [])})
-        except Exception as exc:  # botocore's errors: the cache key must not be guessed
-            raise _wrap(uri, "list", exc) from None
+        client = boto3.client("s3", endpoint_url=endpoint, region_name=settings.region)
+        listing = client.get_paginator("list_objects_v2")
+        for page in listing.paginate(Bucket=bucket, Prefix=f"{prefix}/" if prefix else ""):
+            tags.update({f"{bucket}/{o['Key']}": o["ETag"] for o in page.get("Contents", [])})
+    except Exception as exc:  # botocore's errors: the cache key must not be guessed
+        raise _wrap(uri, "list", exc) from None
+    missing = [i.path for i in files if i.path not in tags]
+    if missing:
+        raise StorageError(f"cannot list '{uri}': no ETag for {missing[0]} (it changed while listed); try again")
     return [(i.path[len(root) :], int(i.size or 0), tags[i.path]) for i in files]
 
 
@@ -294,20 +321,24 @@ def _download(fs: pafs.FileSystem, root: str, files: list[pafs.FileInfo], target
 
 
 def _trim_folder_cache(cache: Path, keep: Path) -> None:
-    """Drop the least recently used folders beyond the size cap, and partial downloads older than an hour."""
+    """Best-effort: beyond the size cap drop the least recently used folders idle for ``FOLDER_CACHE_IDLE_S``
+    (a folder another process was just handed stays), and partial downloads older than that."""
     cap = float(os.environ.get("DIFFCXR_FOLDER_CACHE_GB") or FOLDER_CACHE_GB) * 2**30
     now, entries = time.time(), []
     for entry in cache.iterdir():
-        if ".partial-" in entry.name:
-            if now - entry.stat().st_mtime > 3600:
-                shutil.rmtree(entry, ignore_errors=True)
+        try:  # another process may rename or drop an entry while we look
+            idle = now - entry.stat().st_mtime
+            if ".partial-" in entry.name:
+                if idle > FOLDER_CACHE_IDLE_S:
+                    shutil.rmtree(entry, ignore_errors=True)
+                continue
+            entries.append((idle, sum(f.stat().st_size for f in entry.rglob("*") if f.is_file()), entry))
+        except OSError:
             continue
-        size = sum(f.stat().st_size for f in entry.rglob("*") if f.is_file())
-        entries.append((entry.stat().st_mtime, size, entry))
     total = sum(size for _, size, _ in entries)
-    for _, size, entry in sorted(entries, key=lambda e: e[0]):
+    for idle, size, entry in sorted(entries, key=lambda e: -e[0]):
         if total <= cap:
             break
-        if entry != keep:
+        if entry != keep and idle > FOLDER_CACHE_IDLE_S:
             shutil.rmtree(entry, ignore_errors=True)
             total -= size

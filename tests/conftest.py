@@ -8,7 +8,10 @@ credentials are set before any client exists.
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
+import tempfile
 import threading
 import time
 import uuid
@@ -26,6 +29,9 @@ os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
 os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
 os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
 os.environ.pop("MLFLOW_TRACKING_URI", None)  # tests choose their store explicitly
+if "DIFFCXR_FOLDER_CACHE" not in os.environ:  # remote folders cached per test session, removed at exit
+    os.environ["DIFFCXR_FOLDER_CACHE"] = tempfile.mkdtemp(prefix="diffcxr-test-folders-")
+    atexit.register(shutil.rmtree, os.environ["DIFFCXR_FOLDER_CACHE"], True)
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED = REPO.parent / "shared"

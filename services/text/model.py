@@ -119,8 +119,13 @@ class ReportEncoder(nn.Module):
 
     def encode(self, ids: torch.Tensor, batch_invariant: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
         """(global token (B, d), context (B, K, d)); without a squeeze: (pooled, all L states).
-        ``batch_invariant``: see :meth:`token_states`."""
-        return self.squeeze_states(*self.token_states(ids, batch_invariant))
+        ``batch_invariant``: see :meth:`token_states`; the squeeze's convolutions then also run one row at a
+        time (oneDNN picks its algorithm by batch size)."""
+        pooled, states = self.token_states(ids, batch_invariant)
+        if not batch_invariant or ids.shape[0] <= 1:
+            return self.squeeze_states(pooled, states)
+        rows = [self.squeeze_states(pooled[i : i + 1], states[i : i + 1]) for i in range(ids.shape[0])]
+        return torch.cat([r[0] for r in rows]), torch.cat([r[1] for r in rows])
 
     def squeeze_states(self, pooled: torch.Tensor, states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """:meth:`encode` from the tower's output: a frozen tower's states are computed once and reused."""
