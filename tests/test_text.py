@@ -90,7 +90,7 @@ def test_each_report_runs_at_its_own_length_and_alone_when_asked(tiny_encoder: R
         inv_pooled, inv_states = tiny_encoder.token_states(ids, batch_invariant=True)
         full_pooled, full_states = legacy.token_states(ids)
         alone = [tiny_encoder.token_states(ids[i : i + 1], batch_invariant=True) for i in range(len(texts))]
-        contexts = tiny_encoder.encode(ids[[2, 0, 1]], batch_invariant=True)[1]
+        contexts = tiny_encoder.encode(ids[[2, 0, 1, 3, 0, 2, 1, 3]], batch_invariant=True)[1]  # a serve batch of 8
         context_alone = tiny_encoder.encode(ids[:1], batch_invariant=True)[1]
     assert (states[~real.expand_as(states)] == 0).all()
     assert (full_states[~real.expand_as(full_states)] != 0).any()  # the legacy pass keeps padding states
@@ -99,7 +99,7 @@ def test_each_report_runs_at_its_own_length_and_alone_when_asked(tiny_encoder: R
         torch.testing.assert_close(got_pooled, full_pooled, atol=1e-4, rtol=1e-4)
     for i, (one_pooled, one_states) in enumerate(alone):
         assert torch.equal(one_states[0], inv_states[i]) and torch.equal(one_pooled[0], inv_pooled[i])
-    assert torch.equal(contexts[1], context_alone[0])
+    assert torch.equal(contexts[1], context_alone[0]) and torch.equal(contexts[4], context_alone[0])
 
 
 def test_biomedclip_architecture_from_shared_config(home: Path) -> None:
