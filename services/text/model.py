@@ -95,7 +95,9 @@ class ReportEncoder(nn.Module):
         generator uses, so an image never depends on which requests shared its batch. Older bundles were
         trained on the tower's states at the padding positions too, so they keep the full-length pass."""
         mask = ids != self.pad_id
-        if self.spec.get("pad_states") != PAD_STATES_ZERO or ids.shape[0] == 0:
+        # open_clip's MaxPooler reads the padding positions (its mask is inverted), so trimming would change it
+        trims = type(self.clip.text.pooler).__name__ != "MaxPooler"
+        if self.spec.get("pad_states") != PAD_STATES_ZERO or not trims or ids.shape[0] == 0:
             out = self.clip.text.transformer(input_ids=ids, attention_mask=mask.long())
             return self.clip.text.pooler(out, mask.long()), out.last_hidden_state
         lengths = mask.sum(1).clamp(min=1)  # an all-padding row still needs one position
