@@ -67,6 +67,17 @@ def s3_settings() -> S3Settings:
     return _settings or S3Settings.from_env()
 
 
+def s3_client():  # noqa: ANN201 - boto3 clients are dynamically typed
+    """A boto3 S3 client for the configured endpoint (a bare ``host:port`` read as http, as pyarrow does)."""
+    import boto3
+
+    settings = s3_settings()
+    endpoint = settings.endpoint
+    if endpoint and "://" not in endpoint:
+        endpoint = f"http://{endpoint}"
+    return boto3.client("s3", endpoint_url=endpoint, region_name=settings.region)
+
+
 def is_s3(uri: str) -> bool:
     return uri.startswith("s3://")
 
@@ -156,12 +167,17 @@ def write_text(uri: str, text: str) -> None:
 def list_files(uri: str, suffix: str = "", recursive: bool = True) -> list[str]:
     """URIs of the files under a folder URI (sorted), optionally only those ending in ``suffix``."""
     fs, path = resolve(uri)
+    prefix = "s3://" if is_s3(uri) else ""
+    return [prefix + i.path for i in _file_infos(uri, fs, path, recursive) if i.path.endswith(suffix)]
+
+
+def _file_infos(uri: str, fs: pafs.FileSystem, path: str, recursive: bool = True) -> list[pafs.FileInfo]:
+    """The files (not folders) under ``path``, sorted by path; none when it does not exist."""
     try:
         infos = fs.get_file_info(pafs.FileSelector(path, recursive=recursive, allow_not_found=True))
     except (OSError, pa.ArrowException) as exc:
         raise _wrap(uri, "list", exc) from None
-    prefix = "s3://" if is_s3(uri) else ""
-    return sorted(prefix + i.path for i in infos if i.type == pafs.FileType.File and i.path.endswith(suffix))
+    return sorted((i for i in infos if i.type == pafs.FileType.File), key=lambda i: i.path)
 
 
 def delete(uri: str) -> None:
@@ -272,11 +288,7 @@ def get_folder(uri: str, local: str | Path | None = None) -> Path:
 
 
 def _remote_files(uri: str, fs: pafs.FileSystem, root: str) -> list[pafs.FileInfo]:
-    try:
-        infos = fs.get_file_info(pafs.FileSelector(root, recursive=True, allow_not_found=True))
-    except (OSError, pa.ArrowException) as exc:
-        raise _wrap(uri, "list", exc) from None
-    files = sorted((i for i in infos if i.type == pafs.FileType.File), key=lambda i: i.path)
+    files = _file_infos(uri, fs, root)
     if not files:
         raise StorageError(f"'{uri}' is empty or does not exist")
     return files
@@ -287,17 +299,10 @@ def _content_listing(uri: str, root: str, files: list[pafs.FileInfo]) -> list[tu
     one boto3 listing), else the modification time."""
     if not is_s3(uri):
         return [(i.path[len(root) :], int(i.size or 0), str(i.mtime_ns)) for i in files]
-    settings = s3_settings()
-    endpoint = settings.endpoint
-    if endpoint and "://" not in endpoint:
-        endpoint = f"http://{endpoint}"  # as the pyarrow filesystem reads a bare host:port
     bucket, _, prefix = root.partition("/")
     tags: dict[str, str] = {}
     try:
-        import boto3
-
-        client = boto3.client("s3", endpoint_url=endpoint, region_name=settings.region)
-        listing = client.get_paginator("list_objects_v2")
+        listing = s3_client().get_paginator("list_objects_v2")
         for page in listing.paginate(Bucket=bucket, Prefix=f"{prefix}/" if prefix else ""):
             tags.update({f"{bucket}/{o['Key']}": o["ETag"] for o in page.get("Contents", [])})
     except Exception as exc:  # botocore's errors: the cache key must not be guessed

@@ -2,16 +2,10 @@
 
 from __future__ import annotations
 
-import boto3
 from botocore.exceptions import BotoCoreError, ClientError
 
 from diffcxr.errors import StorageError
-from diffcxr.storage import s3_settings
-
-
-def client():  # noqa: ANN201 - boto3 clients are dynamically typed
-    settings = s3_settings()
-    return boto3.client("s3", endpoint_url=settings.endpoint, region_name=settings.region)
+from diffcxr.storage import s3_client as client
 
 
 def ensure_bucket(name: str) -> None:
