@@ -27,6 +27,15 @@ from orchestration.full_pipeline import STAGES
 
 REPO = Path(__file__).resolve().parent.parent
 DASHBOARD = f"http://{HOST}:8265"
+#: Where S3 is (not who may use it): passed into the job so that an ``s3://`` run root works on a cluster that
+#: was started elsewhere. Credentials stay out of the job's runtime env, which the dashboard shows.
+S3_PLACE = (
+    "AWS_ENDPOINT_URL",
+    "AWS_DEFAULT_REGION",
+    "AWS_REGION",
+    "AWS_EC2_METADATA_DISABLED",
+    "MLFLOW_S3_ENDPOINT_URL",
+)
 UPLOAD_EXCLUDES = [".venv", "var", ".git", "*.egg-info", "__pycache__", ".pytest_cache", ".ruff_cache"]
 
 
@@ -57,7 +66,7 @@ def submit(profile: str, overrides: list[str], tracking_uri: str, stages: list[s
         "env_vars": {
             "MLFLOW_TRACKING_URI": tracking_uri,
             "DIFFCXR_HOME": str(REPO),
-            **{k: os.environ[k] for k in os.environ if k.startswith(("RAY_", "HF_", "MLFLOW_SERVER"))},
+            **{k: os.environ[k] for k in os.environ if k.startswith(("RAY_", "HF_", "MLFLOW_SERVER")) or k in S3_PLACE},
         },
     }
     entry = [sys.executable, "orchestration/full_pipeline.py", "--config", profile]
@@ -110,6 +119,13 @@ def main(argv: list[str] | None = None) -> int:
         default=REPO / "var" / "mlflow-server",
         help="MLflow server state folder (sqlite + artifacts)",
     )
+    parser.add_argument(
+        "--artifacts",
+        metavar="URI",
+        help="where the MLflow server keeps run artefacts and registered models: a folder or e.g. "
+        "s3://bucket/mlflow-artifacts (default: <state>/artifacts). The server reads the AWS_* variables "
+        "and MLFLOW_S3_ENDPOINT_URL (an S3-compatible store) from this environment",
+    )
     parser.add_argument("--from", dest="start", choices=STAGES, help="start at this stage (earlier ones current)")
     parser.add_argument("--to", dest="stop", choices=STAGES, help="stop after this stage, e.g. --to diffusion")
     args = parser.parse_args(argv)
@@ -124,13 +140,15 @@ def main(argv: list[str] | None = None) -> int:
     apply_defaults()
     os.environ["DIFFCXR_HOME"] = str(REPO)
     state = args.state.absolute()
+    artifacts = args.artifacts or str(state / "artifacts")
     started_ray = False
     mlflow: Service | None = None
     code = 1
     try:
         port = 5000 if _port_free(5000) else free_port()
-        print(f"starting MLflow server on http://{HOST}:{port} (sqlite: {state / 'mlflow.db'}) ...", flush=True)
-        mlflow = start_mlflow(state, state / "logs", port=port)
+        print(f"starting MLflow server on http://{HOST}:{port} (sqlite: {state / 'mlflow.db'}; "
+              f"artefacts: {artifacts}) ...", flush=True)  # fmt: skip
+        mlflow = start_mlflow(state, state / "logs", port=port, artifacts=artifacts)
         if _ray_running():
             print(f"using the Ray cluster already at {DASHBOARD}", flush=True)
         else:
@@ -152,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.keep_services:
         print(
             f"    {Path(sys.executable).parent / 'mlflow'} server --backend-store-uri sqlite:///{state / 'mlflow.db'}"
-            f" --artifacts-destination {state / 'artifacts'} --host {HOST} --port 5000"
+            f" --artifacts-destination {artifacts} --host {HOST} --port 5000"
         )
     print(f"  job status: {'succeeded' if code == 0 else f'failed ({code})'}")
     minutes, seconds = divmod(round(time.monotonic() - launched), 60)

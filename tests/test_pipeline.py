@@ -1,22 +1,19 @@
-"""The pipeline in-process: every URI on S3 (moto) with MLflow artefacts there too, one parent run with a
-nested run per stage, skip when current, row accounting, and the promotion gate in a real registry."""
+"""The pipeline's own checks in-process: stage selection, a stage that needs an earlier one, the CLI, help
+texts, stage markers. The whole pipeline with every URI on S3, its MLflow runs, skip-when-current and the
+promotion gate run as the README's first command does, in tests/test_launch.py."""
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from mlflow.tracking import MlflowClient
 
-from diffcxr import manifest, storage
+from diffcxr import storage
 from diffcxr.config import load_config
 from diffcxr.errors import DataError, DiffCXRError
-from diffcxr.tracking import Tracker
-from infra.local import start_mlflow
-from orchestration.full_pipeline import STAGES, run_pipeline, select_stages
+from orchestration.full_pipeline import run_pipeline, select_stages
 
 #: The text stage on ~14 training pairs: a few steps, batches that fit.
 TEXT_QUICK = ["text.steps=4", "text.batch_size=8", "text.checkpoint_every=2", "ray.num_workers=1"]
@@ -70,67 +67,6 @@ def test_stage_selection() -> None:
         select_stages(None, "text", "data")
     with pytest.raises(DiffCXRError, match="unknown stage 'fitler'; stages are data, filter"):
         select_stages("fitler", None)
-
-
-@pytest.mark.s3
-@pytest.mark.mlflow
-def test_tiny_pipeline_with_every_uri_on_s3_then_skip_and_the_promotion_gate(
-    s3_bucket: str, tmp_path: Path, ray_local: None, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Run root, manifests, images, checkpoints, models and MLflow artefacts all on the moto server."""
-    monkeypatch.setenv("MLFLOW_S3_ENDPOINT_URL", os.environ["AWS_ENDPOINT_URL"])
-    server = start_mlflow(tmp_path / "mlflow", tmp_path / "logs", artifacts=f"{s3_bucket}/mlflow-artifacts")
-    try:
-        _s3_pipeline(s3_bucket, server.url)
-    finally:
-        server.stop()
-
-
-def _s3_pipeline(bucket: str, tracking: str) -> None:
-    runs = f"{bucket}/runs"
-    cfg = _cfg(runs, tracking, "everything-on-s3")
-    first = run_pipeline(cfg, select_stages(None, None))
-    assert all(first[s]["status"] == "done" for s in STAGES), first
-    assert first["data"]["manifest"] == f"{runs}/data/manifest.parquet"
-    assert first["diffusion"]["generator"] == f"{runs}/diffusion/generator" and storage.exists(first["eval"]["report"])
-    assert storage.list_files(f"{runs}/diffusion/ray")  # the Ray Train checkpoints live on S3 too
-    assert storage.exists(storage.join(first["text"]["embeddings"], "embeddings.json"))
-    table = manifest.read(first["data"]["manifest"])
-    assert len(set(table.column("report_id").to_pylist())) == 20
-    images = [u for u in table.column("image_uri").to_pylist() if u]
-    assert images and all(u.startswith(f"{runs}/data/images/") for u in images)
-    kept = manifest.kept(table).to_pylist()
-    assert kept and all(r["label_source"] == "rules-v1" and r["disease_sentence"] for r in kept)
-    filtered = manifest.read(first["filter"]["manifest"])
-    rows = first["rows"]
-    assert rows["total"] == filtered.num_rows == table.num_rows
-    assert rows["kept"] + rows["filtered"] + rows["quarantined"] == rows["total"] and rows["balanced"]
-
-    # the gate: no champion existed, so the new generator and its parts become champion
-    client, tracker = MlflowClient(tracking), Tracker(tracking, "everything-on-s3")
-    promotion = first["register"]
-    assert promotion["alias"] == "champion" and promotion["reason"].startswith("no champion yet")
-    version = promotion["version"]
-    assert tracker.alias_version("diffcxr-generator", "champion") == version
-    assert tracker.alias_version("diffcxr-generator", "candidate") == version
-    assert set(promotion["parts"]) == {"diffcxr-text", "diffcxr-uvit", "diffcxr-adapter"}
-    for part, part_version in promotion["parts"].items():
-        assert tracker.alias_version(part, "champion") == part_version
-    described = client.get_model_version("diffcxr-generator", str(version))
-    assert described.description.startswith("champion: no champion yet")
-    assert described.tags["promotion.decision"] == "champion" and described.tags["eval.set"] == promotion["eval_set"]
-
-    # the parent run: one nested run per stage, row accounting, artefacts on S3
-    parent = client.get_run(first["mlflow_run_id"])
-    children = client.search_runs([parent.info.experiment_id], f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
-    assert {r.data.tags["diffcxr.stage"] for r in children} == set(STAGES)
-    assert parent.data.metrics["rows.total"] == rows["total"] and parent.data.tags["rows.balanced"] == "true"
-    assert "rows.json" in {a.path for a in client.list_artifacts(parent.info.run_id)}
-    assert storage.list_files(f"{bucket}/mlflow-artifacts", suffix="rows.json")
-
-    # unchanged inputs: every stage is current
-    second = run_pipeline(cfg, select_stages(None, None))
-    assert {s: second[s]["status"] for s in STAGES} == {s: "skipped (current)" for s in STAGES}
 
 
 def test_register_needs_the_stages_before_it(tmp_path: Path, home: Path) -> None:

@@ -5,7 +5,7 @@ run folder (their markers, the eval ``results.json``, a registered generator
 version tagged with its stage key) with chosen metrics, so every branch of the
 gate (first champion, tie, win, FID guard, incomparable champion, skip when
 current) is exercised in seconds. The whole pipeline, gate included, runs in
-``test_pipeline.py``.
+``test_launch.py``.
 """
 
 from __future__ import annotations
