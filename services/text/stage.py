@@ -262,6 +262,7 @@ def run_train(
         "heldout_pairs": len(heldout),
         "steps": outcome.state["step"],
         "resumed_from_step": outcome.resumed_from,
+        "attempt_starts": outcome.state.get("starts", []),  # the step each attempt began at: restarts, resumes
         "final_loss": history[-1]["loss"] if history else None,
         "train_seconds": round(outcome.seconds, 2),
         "samples_per_second": round(outcome.samples_per_second, 2),
