@@ -130,9 +130,12 @@ def _wrap(uri: str, action: str, exc: Exception) -> StorageError:
 
 
 def read_bytes(uri: str) -> bytes:
+    """The whole object. Read as a random-access file, which knows its size and fetches it in one request:
+    pyarrow's S3 *stream* reads an unknown length in small chunks, one request each (a 90 MB text bundle took
+    24 s from a moto server that way, 0.2 s this way)."""
     fs, path = resolve(uri)
     try:
-        with fs.open_input_stream(path, compression=None) as f:
+        with fs.open_input_file(path) as f:
             return f.read()
     except (OSError, pa.ArrowException) as exc:
         raise _wrap(uri, "read", exc) from None
@@ -318,7 +321,7 @@ def _download(fs: pafs.FileSystem, root: str, files: list[pafs.FileInfo], target
         dst = target / info.path[len(root) :].lstrip("/")
         dst.parent.mkdir(parents=True, exist_ok=True)
         try:
-            with fs.open_input_stream(info.path, compression=None) as f:
+            with fs.open_input_file(info.path) as f:  # one request per file, as in read_bytes
                 dst.write_bytes(f.read())
         except (OSError, pa.ArrowException) as exc:
             raise _wrap(info.path, "read", exc) from None
