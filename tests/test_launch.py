@@ -1,6 +1,6 @@
 """The README's first command end to end: local MLflow server + Ray head, the pipeline as a Ray job.
 
-One test, three launches, as a user would meet them, with every URI on S3 (the moto
+One test, two launches, as a user would meet them, with every URI on S3 (the moto
 server): the run root (manifests, images, Ray Train checkpoints, models) and the
 MLflow server's artefacts and registered models. The first launch is interrupted
 with Ctrl-C while the U-ViT trains (a Ray Train checkpoint exists): the launcher
@@ -8,7 +8,8 @@ stops the job, the Ray head and the MLflow server. The second finds data, filter
 and text current, resumes the diffusion stage from its checkpoint, then runs eval
 and the promotion gate (no champion yet, so the generator and its parts become
 champion), and the job succeeds with one nested MLflow run per stage and the row
-accounting balanced. The third finds every stage current.
+accounting balanced. (That diffusion, eval and register skip when current is tested
+with each stage: test_diffusion, test_eval, test_register.)
 """
 
 from __future__ import annotations
@@ -108,13 +109,6 @@ def test_ctrl_c_mid_diffusion_stops_everything_and_the_next_launch_resumes(tmp_p
     assert storage.exists(f"{runs}/text/embeddings/embeddings.json")
     _everything_on_s3(runs, artifacts)
     _one_run_per_stage_and_the_gate(state, json.loads(storage.read_text(f"{runs}/register/promotion.json")))
-    _nothing_left(state)
-
-    res = subprocess.run(launch, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
-    out = res.stdout + res.stderr
-    assert res.returncode == 0, out[-4000:]
-    for number, stage in enumerate(STAGES, 1):  # unchanged inputs: every stage is current
-        assert f"[{number}/{len(STAGES)}] {stage}: skipped (current)" in out, out[-3000:]
     _nothing_left(state)
 
 
