@@ -141,6 +141,8 @@ def main(argv: list[str] | None = None) -> int:
     os.environ["DIFFCXR_HOME"] = str(REPO)
     state = args.state.absolute()
     artifacts = args.artifacts or str(state / "artifacts")
+    if "://" not in artifacts:  # a folder: absolute, so the server and the printed command agree on it
+        artifacts = str(Path(artifacts).absolute())
     started_ray = False
     mlflow: Service | None = None
     code = 1
