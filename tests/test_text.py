@@ -76,7 +76,7 @@ def test_each_report_runs_at_its_own_length_and_alone_when_asked(tiny_encoder: R
     """New bundles zero the padding states and run each token count apart: the real tokens' states match the
     full-length pass, and with ``batch_invariant`` a report's output is bit-identical alone or batched with
     reports of the same or other lengths. A bundle without ``pad_states`` (built before) keeps the full-length
-    pass it was trained on."""
+    pass it was trained on (one report at a time with ``batch_invariant``)."""
     assert tiny_encoder.spec["pad_states"] == "zero"
     texts = ["The heart is enlarged.", "No acute disease. " * 6, "The lungs are clear.", "Small left effusion."]
     tok = tiny_encoder.tokenizer()
@@ -89,6 +89,8 @@ def test_each_report_runs_at_its_own_length_and_alone_when_asked(tiny_encoder: R
         pooled, states = tiny_encoder.token_states(ids)
         inv_pooled, inv_states = tiny_encoder.token_states(ids, batch_invariant=True)
         full_pooled, full_states = legacy.token_states(ids)
+        legacy_batch = legacy.encode(ids[[2, 0, 1, 3]], batch_invariant=True)[1]
+        legacy_alone = legacy.encode(ids[:1], batch_invariant=True)[1]
         alone = [tiny_encoder.token_states(ids[i : i + 1], batch_invariant=True) for i in range(len(texts))]
         contexts = tiny_encoder.encode(ids[[2, 0, 1, 3, 0, 2, 1, 3]], batch_invariant=True)[1]  # a serve batch of 8
         context_alone = tiny_encoder.encode(ids[:1], batch_invariant=True)[1]
@@ -100,6 +102,7 @@ def test_each_report_runs_at_its_own_length_and_alone_when_asked(tiny_encoder: R
     for i, (one_pooled, one_states) in enumerate(alone):
         assert torch.equal(one_states[0], inv_states[i]) and torch.equal(one_pooled[0], inv_pooled[i])
     assert torch.equal(contexts[1], context_alone[0]) and torch.equal(contexts[4], context_alone[0])
+    assert torch.equal(legacy_batch[1], legacy_alone[0])  # an older bundle's generator is batch-invariant too
 
 
 def test_biomedclip_architecture_from_shared_config(home: Path) -> None:

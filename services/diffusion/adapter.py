@@ -19,7 +19,7 @@ import copy
 import torch
 from torch import nn
 
-from services.diffusion.uvit import UViT
+from services.diffusion.uvit import UViT, per_image
 
 
 def zero_linear(dim_in: int, dim_out: int) -> nn.Linear:
@@ -47,7 +47,7 @@ class DiseaseAdapter(nn.Module):
         self, x: torch.Tensor, timesteps: torch.Tensor, context: torch.Tensor, hint: torch.Tensor
     ) -> tuple[list[torch.Tensor], torch.Tensor]:
         """Residuals for the frozen U-ViT: one per in-block skip, and one for the mid output."""
-        pooled = self.hint_pooled(hint.mean(1)) if self.hint_pooled is not None else None
+        pooled = per_image(self.hint_pooled, hint.mean(1)) if self.hint_pooled is not None else None
         h = self.embed(x, timesteps, context, context_residual=self.hint_embed(hint), pooled_residual=pooled)
         skips = []
         for block, out in zip(self.in_blocks, self.skip_out, strict=True):

@@ -78,6 +78,19 @@ def uvit_config(cfg: Any, context_shape: tuple[int, int]) -> UViTConfig:
     )
 
 
+def per_image(layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``layer(x)`` run on one image's row at a time outside training, so an image never depends on its batch.
+
+    Kernels pick their algorithm, and so their rounding, by the batch: oneDNN's convolutions (patch embedding,
+    final conv) and the matrix kernels of the pooled-condition Linears (one row per image). Batched, they moved
+    a request's latent by ~6e-7 against the same request alone (a 2-core EPYC: 30 of 30 batches before, and 7
+    of 30 with only the Linears split), enough to flip a pixel now and then. The token Linears get ≥ K + N rows
+    per image and gave bit-identical rows at every batch size measured. Training keeps the one batched call."""
+    if layer.training or x.shape[0] <= 1:
+        return layer(x)
+    return torch.cat([layer(row) for row in x.split(1)])
+
+
 class Attention(nn.Module):
     def __init__(self, dim: int, num_heads: int, qkv_bias: bool) -> None:
         super().__init__()
@@ -130,9 +143,9 @@ class TokenEmbed(nn.Module):
         context_residual: torch.Tensor | None = None,
         pooled_residual: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        patches = self.patch_embed(x).flatten(2).transpose(1, 2)
+        patches = per_image(self.patch_embed, x).flatten(2).transpose(1, 2)
         if self.pooled_embed is not None:  # a direct path: every patch token is shifted by the condition
-            pooled = self.pooled_embed(context.mean(1))
+            pooled = per_image(self.pooled_embed, context.mean(1))
             if pooled_residual is not None:
                 pooled = pooled + pooled_residual
             patches = patches + pooled.unsqueeze(1)
@@ -197,4 +210,4 @@ class UViT(nn.Module):
         h = self.decoder_pred(self.norm(h))[:, 1 + cfg.context_tokens :]
         side, p, c = cfg.latent_size // cfg.patch_size, cfg.patch_size, cfg.latent_channels
         h = h.reshape(h.shape[0], side, side, p, p, c).permute(0, 5, 1, 3, 2, 4)
-        return self.final_layer(h.reshape(h.shape[0], c, side * p, side * p))
+        return per_image(self.final_layer, h.reshape(h.shape[0], c, side * p, side * p))

@@ -93,11 +93,15 @@ class ReportEncoder(nn.Module):
         averages ~67 of 128 tokens, so the tower does about half the work. The matrix kernels' rounding
         depends on how many rows they get (~1e-6), so ``batch_invariant`` runs every row alone: what the
         generator uses, so an image never depends on which requests shared its batch. Older bundles were
-        trained on the tower's states at the padding positions too, so they keep the full-length pass."""
+        trained on the tower's states at the padding positions too, so they keep the full-length pass (with
+        ``batch_invariant``, one report at a time)."""
         mask = ids != self.pad_id
         # open_clip's MaxPooler reads the padding positions (its mask is inverted), so trimming would change it
         trims = type(self.clip.text.pooler).__name__ != "MaxPooler"
         if self.spec.get("pad_states") != PAD_STATES_ZERO or not trims or ids.shape[0] == 0:
+            if batch_invariant and ids.shape[0] > 1:  # the full-length pass, one report at a time
+                rows = [self.token_states(ids[i : i + 1]) for i in range(ids.shape[0])]
+                return torch.cat([r[0] for r in rows]), torch.cat([r[1] for r in rows])
             out = self.clip.text.transformer(input_ids=ids, attention_mask=mask.long())
             return self.clip.text.pooler(out, mask.long()), out.last_hidden_state
         lengths = mask.sum(1).clamp(min=1)  # an all-padding row still needs one position
