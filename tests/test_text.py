@@ -339,9 +339,10 @@ def test_embeddings_through_ray_data_to_s3(
     assert emb.sample_ids == sorted(r["sample_id"] for r in rows)  # every kept row, once
     assert emb.contexts.shape == (len(rows), k, 384) and emb.contexts.dtype == np.float16
     index = emb.index()
-    uncond = model.unconditional().numpy()
-    assert np.array_equal(emb.contexts[index["extra:empty"]], uncond.astype(np.float16))
-    assert np.array_equal(emb.unconditional, uncond)
+    # one computation: the empty report's stored context is unconditional.npy's, whatever thread count the
+    # embedding actors ran at; and that is the model's own unconditional context
+    assert np.array_equal(emb.contexts[index["extra:empty"]], emb.unconditional.astype(np.float16))
+    assert np.array_equal(emb.unconditional, model.unconditional().numpy())
     assert emb.truncated["extra:long"] and not emb.truncated[rows[0]["sample_id"]]
     assert emb.meta["truncated_sample_ids"] == sorted(k for k, t in emb.truncated.items() if t)
     sentences = {r["disease_sentence"] for r in rows}

@@ -9,10 +9,12 @@ context, float32) and ``embeddings.json`` (shapes, dtype, the text model used).
 Sentences are few, so they are stored once rather than per image; reports and
 sentences go through one Ray Data pass so the actor pool starts once.
 
-An empty or missing report gets exactly the unconditional context: the actor
-computes it once, the same way :meth:`ReportEncoder.unconditional` does, and
-substitutes it, so the diffusion stage's "drop the condition" is bit-identical
-to "the report was empty".
+An empty or missing report gets exactly the unconditional context: the stage
+computes it once (:func:`unconditional_of`), writes it to ``unconditional.npy``
+and hands the same array to every actor, which substitutes it for empty rows.
+So the diffusion stage's "drop the condition" is bit-identical to "the report
+was empty" — one computation, not one per process: a convolution rounds
+differently at another thread count, and actors run at ``ray.actor_threads``.
 """
 
 from __future__ import annotations
@@ -52,11 +54,21 @@ def embedding_items(rows: list[dict[str, Any]], sentences: dict[str, str]) -> li
     return reports + [{"kind": "sentence", "key": k, "sentence_id": k, "text": s} for k, s in sentences.items()]
 
 
+def unconditional_of(model: Any) -> tuple[np.ndarray, np.ndarray]:
+    """The empty report's context (K, d) and joint-space feature, float32: computed once per embedding pass."""
+    import torch
+
+    with torch.no_grad():
+        global_token, context = model.encode(model.tokenizer()([""]).ids)
+        return context[0].numpy(), model.text_features(global_token)[0].numpy()
+
+
 class EmbedActor:
     """Ray Data actor: loads the text model once; texts → contexts and features. A batch that carries its
-    frozen tower's ``pooled``/``states`` (:func:`services.text.data.tower_pass`) is only squeezed."""
+    frozen tower's ``pooled``/``states`` (:func:`services.text.data.tower_pass`) is only squeezed. Empty reports
+    get ``uncond`` (the stage's :func:`unconditional_of`), not a context of the actor's own making."""
 
-    def __init__(self, bundle_uri: str, threads: int = 1) -> None:
+    def __init__(self, bundle_uri: str, uncond: tuple[np.ndarray, np.ndarray], threads: int = 1) -> None:
         import torch
 
         from services.text.data import _load_bundle
@@ -64,11 +76,7 @@ class EmbedActor:
         torch.set_num_threads(max(1, threads))
         self.model = _load_bundle(bundle_uri).eval()
         self.tokenizer = self.model.tokenizer()
-        with torch.no_grad():
-            ids = self.tokenizer([""]).ids
-            global_token, context = self.model.encode(ids)
-            self.uncond = context[0].numpy().astype(np.float16)
-            self.uncond_feature = self.model.text_features(global_token)[0].numpy().astype(np.float16)
+        self.uncond, self.uncond_feature = (np.asarray(a).astype(np.float16) for a in uncond)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, Any]:
         import torch
@@ -97,9 +105,17 @@ class EmbedActor:
         return out
 
 
-def embed_with_ray(items: list[dict[str, Any]] | Any, bundle_uri: str, out_uri: str, batch_size: int, cfg: Any) -> None:
+def embed_with_ray(
+    items: list[dict[str, Any]] | Any,
+    bundle_uri: str,
+    out_uri: str,
+    batch_size: int,
+    cfg: Any,
+    uncond: tuple[np.ndarray, np.ndarray],
+) -> None:
     """Write embeddings of ``items`` (each has ``text`` plus the :data:`ID_COLUMNS`; or a Ray Dataset of
-    such rows, with the frozen tower's states) as Parquet shards at ``out_uri``."""
+    such rows, with the frozen tower's states) as Parquet shards at ``out_uri``; empty reports get ``uncond``
+    (:func:`unconditional_of` of the same bundle)."""
     import ray
 
     from diffcxr.raycluster import map_with_actor_pool
@@ -108,7 +124,7 @@ def embed_with_ray(items: list[dict[str, Any]] | Any, bundle_uri: str, out_uri: 
         ds = ray.data.from_items(items, override_num_blocks=max(1, min(64, len(items) // max(1, batch_size))))
     else:
         ds = items.select_columns([*ID_COLUMNS, "text", "pooled", "states"])
-    ds = map_with_actor_pool(ds, EmbedActor, {"bundle_uri": bundle_uri}, cfg, batch_size)
+    ds = map_with_actor_pool(ds, EmbedActor, {"bundle_uri": bundle_uri, "uncond": uncond}, cfg, batch_size)
     fs, path = storage.resolve(out_uri)
     storage.delete(out_uri)
     ds.write_parquet(path, filesystem=fs)

@@ -30,7 +30,14 @@ from diffcxr.raycluster import init_ray
 from diffcxr.stages import StageDir, content_key
 from diffcxr.tracking import Tracker
 from services.text.data import states_of, text_is_frozen, tower_pass
-from services.text.embed import embed_with_ray, embedding_items, read_table, sentence_id, write_unconditional
+from services.text.embed import (
+    embed_with_ray,
+    embedding_items,
+    read_table,
+    sentence_id,
+    unconditional_of,
+    write_unconditional,
+)
 from services.text.evaluate import evaluate, features_from_states, load_pairs, tower_states
 from services.text.model import ReportEncoder
 from services.text.train import load_partial_state, train
@@ -171,11 +178,11 @@ def embed_manifest(
     init_ray(cfg)
     sentences = disease_sentences(rows)
     source = shared if shared is not None else embedding_items(rows, sentences)
-    embed_with_ray(source, bundle_uri, storage.join(out, "table"), cfg.text.embed_batch_size, cfg)
     folder = storage.get_folder(bundle_uri)  # once: a remote bundle is a download
-    model = ReportEncoder.load_bundle(folder)
-    uncond = model.unconditional().numpy()
-    write_unconditional(out, uncond)
+    model = ReportEncoder.load_bundle(folder).eval()
+    uncond = unconditional_of(model)  # one computation for unconditional.npy and every empty report
+    embed_with_ray(source, bundle_uri, storage.join(out, "table"), cfg.text.embed_batch_size, cfg, uncond)
+    write_unconditional(out, uncond[0])
 
     flags = read_table(out).select(["kind", "key", "truncated", "empty"]).to_pylist()
     reports = [f for f in flags if f["kind"] == "report"]
