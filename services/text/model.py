@@ -31,6 +31,11 @@ TRAIN_PARTS = ("squeezer", "squeezer+heads", "squeezer+text", "all")
 PAD_STATES_ZERO = "zero"
 
 
+def _cat_rows(rows: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-row (a, b) results → the batch's (a, b)."""
+    return torch.cat([r[0] for r in rows]), torch.cat([r[1] for r in rows])
+
+
 class ReportEncoder(nn.Module):
     """open_clip ``CustomTextCLIP`` + :class:`InformationSqueeze` (none when ``squeeze_tokens`` is 0)."""
 
@@ -95,20 +100,16 @@ class ReportEncoder(nn.Module):
         generator uses, so an image never depends on which requests shared its batch. Older bundles were
         trained on the tower's states at the padding positions too, so they keep the full-length pass (with
         ``batch_invariant``, one report at a time)."""
+        if batch_invariant and ids.shape[0] > 1:  # one report at a time, whichever pass the bundle uses
+            return _cat_rows([self.token_states(ids[i : i + 1]) for i in range(ids.shape[0])])
         mask = ids != self.pad_id
         # open_clip's MaxPooler reads the padding positions (its mask is inverted), so trimming would change it
         trims = type(self.clip.text.pooler).__name__ != "MaxPooler"
         if self.spec.get("pad_states") != PAD_STATES_ZERO or not trims or ids.shape[0] == 0:
-            if batch_invariant and ids.shape[0] > 1:  # the full-length pass, one report at a time
-                rows = [self.token_states(ids[i : i + 1]) for i in range(ids.shape[0])]
-                return torch.cat([r[0] for r in rows]), torch.cat([r[1] for r in rows])
             out = self.clip.text.transformer(input_ids=ids, attention_mask=mask.long())
             return self.clip.text.pooler(out, mask.long()), out.last_hidden_state
         lengths = mask.sum(1).clamp(min=1)  # an all-padding row still needs one position
-        if batch_invariant:
-            groups = [(int(n), torch.tensor([i])) for i, n in enumerate(lengths.tolist())]
-        else:
-            groups = [(int(n), torch.nonzero(lengths == n).squeeze(1)) for n in torch.unique(lengths).tolist()]
+        groups = [(int(n), torch.nonzero(lengths == n).squeeze(1)) for n in torch.unique(lengths).tolist()]
         pooled: torch.Tensor | None = None
         states: torch.Tensor | None = None
         for n, rows in groups:
@@ -127,11 +128,9 @@ class ReportEncoder(nn.Module):
         """(global token (B, d), context (B, K, d)); without a squeeze: (pooled, all L states).
         ``batch_invariant``: see :meth:`token_states`; the squeeze's convolutions then also run one row at a
         time (oneDNN picks its algorithm by batch size)."""
-        pooled, states = self.token_states(ids, batch_invariant)
-        if not batch_invariant or ids.shape[0] <= 1:
-            return self.squeeze_states(pooled, states)
-        rows = [self.squeeze_states(pooled[i : i + 1], states[i : i + 1]) for i in range(ids.shape[0])]
-        return torch.cat([r[0] for r in rows]), torch.cat([r[1] for r in rows])
+        if batch_invariant and ids.shape[0] > 1:
+            return _cat_rows([self.encode(ids[i : i + 1]) for i in range(ids.shape[0])])
+        return self.squeeze_states(*self.token_states(ids))
 
     def squeeze_states(self, pooled: torch.Tensor, states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """:meth:`encode` from the tower's output: a frozen tower's states are computed once and reused."""
