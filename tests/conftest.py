@@ -37,6 +37,18 @@ REPO = Path(__file__).resolve().parent.parent
 SHARED = REPO.parent / "shared"
 
 
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Fail an ``exclusive`` test rather than run it beside others: on several pytest-xdist workers, its
+    ``ray stop`` would kill the Ray clusters of the tests running in the other workers."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if workers > 1 and item.get_closest_marker("exclusive"):
+        pytest.fail(
+            f"marked exclusive: cannot run beside other tests on {workers} xdist workers; run it in a pass of "
+            "its own, `pytest -m exclusive` (infra/run_tests.sh does)",
+            pytrace=False,
+        )
+
+
 @pytest.fixture(scope="session")
 def s3_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """URL of a running moto S3 server; AWS_ENDPOINT_URL points at it for boto3 and pyarrow."""

@@ -29,7 +29,7 @@ from mlflow.tracking import MlflowClient
 from diffcxr import manifest, storage
 from orchestration.full_pipeline import STAGES
 
-pytestmark = [pytest.mark.ray, pytest.mark.mlflow, pytest.mark.s3]
+pytestmark = [pytest.mark.ray, pytest.mark.mlflow, pytest.mark.s3, pytest.mark.exclusive]  # `ray start`, `ray stop`
 REPO = Path(__file__).resolve().parent.parent
 QUICK = [
     "data.max_reports=20",

@@ -21,7 +21,7 @@ import yaml
 from diffcxr.config import load_config
 from infra.local import free_port, start_ray_head, stop_ray_head
 
-pytestmark = [pytest.mark.ray]
+pytestmark = [pytest.mark.ray, pytest.mark.exclusive]  # `ray start` head, then `ray stop`
 REPORT = "Small left pleural effusion."
 
 
