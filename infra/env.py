@@ -27,6 +27,12 @@ DEFAULTS: dict[str, str] = {
     # (a no-op fit: 18.7 s at 2 s, 14.0 s at 0.5 s). A poll is a tiny actor call; a late answer is only
     # counted as missed after 10 minutes, so a busy worker is not failed by the shorter interval.
     "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.5",
+    # torch's OpenMP threads spin at every barrier before they sleep. A Diff-CXR node always runs several torch
+    # processes at once (a Train worker beside Ray Data tasks and actors, three Serve deployments, pytest
+    # workers), and a spinning thread burns the core another process's thread needs: two of tiny's U-ViT
+    # trainings (2 threads each) on 2 cores made 1.12 steps/s each spinning, 2.1 with PASSIVE; one alone
+    # 3.83 vs 3.72 (benchmarks/omp_wait_policy.py). libgomp reads it when torch loads: set before `import torch`.
+    "OMP_WAIT_POLICY": "PASSIVE",
 }
 
 
