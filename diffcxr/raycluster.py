@@ -11,7 +11,7 @@ from diffcxr.config import DiffCXRConfig
 def init_ray(cfg: DiffCXRConfig | None = None, address: str | None = None) -> None:
     """Join the job's cluster (``ray job submit``), ``ray.address``, or start a local one.
 
-    Outside a job, the S3/MLflow settings of this process are passed to the workers;
+    Outside a job, the S3/MLflow settings (and the OpenMP wait policy) of this process are passed to the workers;
     inside a job the job's runtime environment already carries them (and Ray refuses
     a second definition of the same variables).
     """
@@ -20,7 +20,8 @@ def init_ray(cfg: DiffCXRConfig | None = None, address: str | None = None) -> No
     if ray.is_initialized():
         return
     address = address or (cfg.ray.address if cfg is not None else None) or os.environ.get("RAY_ADDRESS")
-    env = {k: v for k, v in os.environ.items() if k.startswith(("AWS_", "DIFFCXR_", "MLFLOW_", "HF_", "TRANSFORMERS_"))}
+    passed = ("AWS_", "DIFFCXR_", "MLFLOW_", "HF_", "TRANSFORMERS_", "OMP_WAIT_POLICY")  # OMP_: see infra/env.py
+    env = {k: v for k, v in os.environ.items() if k.startswith(passed)}
     options = {"include_dashboard": False, "log_to_driver": False, "configure_logging": False}
     in_job = bool(os.environ.get("RAY_JOB_ID") or os.environ.get("RAY_SUBMISSION_ID") or os.environ.get("RAY_ADDRESS"))
     if in_job:

@@ -37,14 +37,47 @@ REPO = Path(__file__).resolve().parent.parent
 SHARED = REPO.parent / "shared"
 
 
+#: Modules that take longest, in the order pytest-xdist should hand them out: a long module started last would
+#: run alone at the end (infra/run_tests.sh). The others follow in their usual order.
+LONGEST_FIRST = (
+    "test_launch.py", "test_serve_deploy.py", "test_phantom_learnability.py", "test_eval.py", "test_diffusion.py",
+    "test_text.py", "test_generation_alignment.py", "test_serving.py", "test_faults.py", "test_filter.py",
+)  # fmt: skip
+
+
+def _rank(item: pytest.Item) -> int:
+    name = item.path.name
+    return LONGEST_FIRST.index(name) if name in LONGEST_FIRST else len(LONGEST_FIRST)
+
+
+#: Modules that start no Ray process (checked by reading them: no cluster, Ray Data, Train or Serve), so they
+#: may run beside the ``exclusive`` tests. A test here that starts Ray would meet their ``ray stop``.
+NO_RAY = {
+    "test_config.py", "test_infra.py", "test_iu_xray.py", "test_labeler.py", "test_labeler_cases.py",
+    "test_manifest.py", "test_manifests.py", "test_mimic.py", "test_phantom.py", "test_phantom_learnability.py",
+    "test_storage.py", "test_table_ii_plan.py", "test_taef2.py",
+}  # fmt: skip
+
+
+@pytest.hookimpl(tryfirst=True)  # before `-m` selects
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark the :data:`NO_RAY` modules and hand out the longest modules first (a stable sort: the order
+    inside a module is kept)."""
+    for item in items:
+        if item.path.name in NO_RAY:
+            item.add_marker(pytest.mark.no_ray)
+    items.sort(key=_rank)
+
+
 def pytest_runtest_setup(item: pytest.Item) -> None:
-    """Fail an ``exclusive`` test rather than run it beside others: on several pytest-xdist workers, its
-    ``ray stop`` would kill the Ray clusters of the tests running in the other workers."""
+    """Fail an ``exclusive`` test before its fixtures rather than run it beside other tests of this session
+    on several pytest-xdist workers: its ``ray stop`` stops every Ray process on the machine. (Beside it may
+    run only a separate session of ``no_ray`` tests, as infra/run_tests.sh does.)"""
     workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
     if workers > 1 and item.get_closest_marker("exclusive"):
         pytest.fail(
-            f"marked exclusive: cannot run beside other tests on {workers} xdist workers; run it in a pass of "
-            "its own, `pytest -m exclusive` (infra/run_tests.sh does)",
+            f"marked exclusive: cannot run beside other tests on {workers} xdist workers; run `pytest -m "
+            "exclusive` in a session of its own (infra/run_tests.sh does)",
             pytrace=False,
         )
 
