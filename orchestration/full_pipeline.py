@@ -160,11 +160,11 @@ def run_pipeline(cfg: DiffCXRConfig, stages: list[str], force: bool = False) -> 
                 skipped = bool(result.get("skipped"))
                 if not skipped:
                     progress.record(name, seconds)
+                tracker.log_metrics({f"stage_seconds.{name}": seconds})  # "done" only once all of it is tracked
                 status = "skipped (current)" if skipped else "done"
                 print(f"{prefix}: {status} in {seconds:.1f} s", flush=True)
                 outcomes[name] = {"status": status, "seconds": round(seconds, 1),
                                   **{k: v for k, v in result.items() if k != "summary"}}  # fmt: skip
-                tracker.log_metrics({f"stage_seconds.{name}": seconds})
             current = None
             outcomes["rows"] = _log_rows(tracker, cfg)
     except DiffCXRError:
