@@ -137,6 +137,16 @@ class RayConfig(Section):
         "least 1). A lone actor reserving half a CPU ran its model on one thread while the other core idled.",
     )
 
+    train_niceness: int | None = Field(
+        0,
+        ge=0,
+        le=19,
+        description="niceness of the Ray Train workers. Ray starts every worker process at 15 so that its own "
+        "daemons win the CPU; its idle helper actors (the Train controller and its watchers, Ray Data's "
+        "coordinators) are workers too, and their wake-ups then preempt the training threads, which wait for each "
+        "other at every parallel region. At 0 (no privilege needed: nothing is raised) training keeps the CPU "
+        "and the helpers run in its gaps. null: Ray's default.",
+    )
     driver_threads: int | None = Field(
         None,
         ge=1,

@@ -59,6 +59,7 @@ def fit(
             storage_filesystem=fs,
             checkpoint_config=CheckpointConfig(num_to_keep=2),
             failure_config=FailureConfig(max_failures=max_failures),
+            worker_runtime_env=worker_runtime_env(cfg.ray.train_niceness),
         ),
         datasets={"train": dataset},
         dataset_config=DataConfig(execution_options=ordered_ingest()),
@@ -80,6 +81,13 @@ def fit(
     with result.checkpoint.as_directory() as folder:
         state = torch.load(Path(folder, STATE_FILE), map_location="cpu", weights_only=False)
     return state, dict(result.metrics or {}), seconds
+
+
+def worker_runtime_env(niceness: int | None) -> dict[str, Any]:
+    """The Train workers' runtime env: ``RAY_worker_niceness`` is read by each worker process as it starts
+    (Ray's job manager starts job drivers at 0 the same way), so a worker asked for 0 simply stays at the
+    raylet's priority instead of lowering itself to 15."""
+    return {} if niceness is None else {"env_vars": {"RAY_worker_niceness": str(niceness)}}
 
 
 def ordered_ingest() -> Any:

@@ -288,6 +288,8 @@ def test_two_stage_training_crash_resume_registry_and_seeded_generation(
     summary = result["summary"]
     assert summary["uvit"]["resumed_from_step"] == 3 and summary["uvit"]["trained_steps"] == 6
     assert summary["adapter"]["trained_steps"] == 4 and summary["adapter"]["resumed_from_step"] == 0
+    # ray.train_niceness 0 (the default): the workers did not lower themselves to Ray's 15
+    assert summary["uvit"]["worker_niceness"] == 0 and summary["adapter"]["worker_niceness"] == 0
     assert summary["training_pairs"] > 20 and summary["not_trained_on"] == {}
     assert all(np.isfinite(h["loss"]) for h in summary["uvit"]["history"])
     client = MlflowClient(mlflow_server)
@@ -353,12 +355,15 @@ def test_generate_cli_is_seeded_and_rejects_bad_settings(upstream: str, tmp_path
 
 def test_the_same_config_trains_the_same_generator(upstream: str, tmp_path: Path) -> None:
     """Two fits of one config (one worker) end in bit-identical weights: before the shard was held in a fixed
-    order, Ray Data's block arrival order decided which rows the seeded permutation drew."""
+    order, Ray Data's block arrival order decided which rows the seeded permutation drew. The second runs its
+    worker at Ray's own niceness: scheduling priority changes the speed, never the model."""
     from services.diffusion import stage
 
-    cfg = _cfg(upstream, "diffusion.sample_every=100", "adapter.enabled=false")  # the adapter reads the same way
-    runs = [stage.run(cfg, out_uri=str(tmp_path / name))["summary"] for name in ("a", "b")]
+    base = ["diffusion.sample_every=100", "adapter.enabled=false"]  # the adapter reads the same way
+    runs = [stage.run(_cfg(upstream, *base, *extra), out_uri=str(tmp_path / name))["summary"]
+            for name, extra in (("a", []), ("b", ["ray.train_niceness=null"]))]  # fmt: skip
     assert runs[0]["uvit"]["weights_sha256"] == runs[1]["uvit"]["weights_sha256"]
+    assert runs[0]["uvit"]["worker_niceness"] == 0 and runs[1]["uvit"]["worker_niceness"] > 0, runs
 
 
 def test_a_diverging_loss_stops_training_naming_step_and_batch(upstream: str, tmp_path: Path) -> None:

@@ -226,6 +226,7 @@ def _train_meta(outcome: TrainOutcome) -> dict[str, Any]:
         "final_loss": history[-1]["loss"] if history else None,
         "train_seconds": round(outcome.seconds, 2),
         "samples_per_second": round(outcome.samples_per_second, 2),
+        "worker_niceness": outcome.worker_niceness,
         "history": [h for h in history if h["step"] % 10 == 0 or h is history[-1]],
     }
 

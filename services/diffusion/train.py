@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import io
 import logging
+import os
 import tempfile
 import time
 from dataclasses import dataclass
@@ -48,6 +49,7 @@ class TrainOutcome:
     resumed_from: int
     seconds: float
     samples_per_second: float
+    worker_niceness: int | None = None  # rank 0's, as last reported (ray.train_niceness)
 
 
 def _build(stage: str, config: dict[str, Any]) -> tuple[Any, list]:
@@ -198,8 +200,9 @@ def _report(
     import ray.train
     import torch
 
+    record = {**record, "worker_niceness": os.getpriority(os.PRIO_PROCESS, 0)}  # how the scheduler saw it
     if rank != 0:
-        ray.train.report(dict(record))
+        ray.train.report(record)
         return
     with tempfile.TemporaryDirectory() as folder:
         state = {
@@ -212,7 +215,7 @@ def _report(
             "starts": starts,
         }
         torch.save(state, Path(folder, STATE_FILE))
-        ray.train.report(dict(record), checkpoint=ray.train.Checkpoint.from_directory(folder))
+        ray.train.report(record, checkpoint=ray.train.Checkpoint.from_directory(folder))
 
 
 def ema_weights(model: Any, stage: str, ema_state: dict[str, Any]) -> dict[str, Any]:
@@ -347,4 +350,6 @@ def train(
         train_loop, loop_config, cfg, dataset, storage_uri, run_name, stage, workers, cfg.diffusion.max_failures
     )
     sps = float(metrics.get("samples_per_second", 0.0))
-    return TrainOutcome(state=state, resumed_from=state["starts"][-1], seconds=seconds, samples_per_second=sps)
+    niceness = metrics.get("worker_niceness")
+    return TrainOutcome(state=state, resumed_from=state["starts"][-1], seconds=seconds, samples_per_second=sps,
+                        worker_niceness=None if niceness is None else int(niceness))  # fmt: skip
