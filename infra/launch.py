@@ -149,8 +149,9 @@ def main(argv: list[str] | None = None) -> int:
     code = 1
     try:
         port = 5000 if _port_free(5000) else free_port()
-        # the two servers start side by side (each mostly one process importing Python): ~17 s one after the
-        # other on 2 cores, ~11 s together. Leaving the block waits for the Ray start even when MLflow failed.
+        # the two servers start side by side (each mostly one process importing Python): the job was submitted
+        # ~18 s after the launcher started with one after the other on 2 cores, ~12 s together. Leaving the
+        # block waits for the Ray start even when MLflow failed, so that `finally` can stop it.
         with ThreadPoolExecutor(max_workers=1) as pool:
             ray_start = None
             if _ray_running():
