@@ -70,7 +70,7 @@ def run_seed(seed: int, root: str, profile: str, overrides: list[str], bootstrap
         "mAUC": model["mAUC"],
         "mAUC_ci95": model.get("mAUC_ci95"),
         "real_heldout_mAUC": real["mAUC"],
-        "per_disease": {name: [d["n_pos"], d["auc"]] for name, d in model["per_disease"].items() if d["auc"] is not None},
+        "per_disease": {k: [d["n_pos"], d["auc"]] for k, d in model["per_disease"].items() if d["auc"] is not None},
         "fid_domain": q["fid_domain"]["generated"],
         "fid_floor": q["fid_domain"]["floor"],
         "stage_seconds": q["stage_seconds"],
