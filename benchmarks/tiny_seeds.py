@@ -6,7 +6,8 @@ minutes on 2 cores)::
     .venv/bin/python benchmarks/tiny_seeds.py --seeds 0 1 2 3
 
 For every seed it runs ``bash infra/run_local.sh --set project.seed=S --set project.run_root=<root>/seed-S``
-(the full pipeline as a Ray job, with its own Ray head and MLflow server, timed by the command itself), then
+(the full pipeline as a Ray job, with its own Ray head and a fresh MLflow server state under the root, so that
+no earlier seed's champion is re-scored; timed by the command itself), then
 ``benchmarks/generation_quality.py`` on that run (mAUC with bootstrap intervals, the real held-out phantoms
 of the same reports, domain FID). ``project.seed`` moves everything random at once: the phantoms the renderer
 draws for each report, the injected label noise, the filter's K-means, the text and denoiser training, the
@@ -45,7 +46,8 @@ def run_seed(seed: int, root: str, profile: str, overrides: list[str], bootstrap
     log_path = work / f"seed-{seed}.log"
     started = time.time()
     with log_path.open("w") as log:
-        rc = subprocess.call(["bash", "infra/run_local.sh", "--profile", profile, *set_args],
+        state = work / f"seed-{seed}-mlflow-server"  # a fresh registry each: no champion to re-score, like a new user's
+    rc = subprocess.call(["bash", "infra/run_local.sh", "--profile", profile, "--state", str(state), *set_args],
                              cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
     outer = time.time() - started
     text = log_path.read_text(errors="replace")
