@@ -44,10 +44,10 @@ def run_seed(seed: int, root: str, profile: str, overrides: list[str], bootstrap
     sets = [f"project.seed={seed}", f"project.run_root={root}/seed-{seed}", *overrides]
     set_args = [arg for item in sets for arg in ("--set", item)]
     log_path = work / f"seed-{seed}.log"
+    state = work / f"seed-{seed}-mlflow-server"  # a fresh registry each: no champion to re-score, like a new user's
     started = time.time()
     with log_path.open("w") as log:
-        state = work / f"seed-{seed}-mlflow-server"  # a fresh registry each: no champion to re-score, like a new user's
-    rc = subprocess.call(["bash", "infra/run_local.sh", "--profile", profile, "--state", str(state), *set_args],
+        rc = subprocess.call(["bash", "infra/run_local.sh", "--profile", profile, "--state", str(state), *set_args],
                              cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
     outer = time.time() - started
     text = log_path.read_text(errors="replace")
