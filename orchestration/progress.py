@@ -1,8 +1,8 @@
 """Per-stage progress lines with an ETA, so a person watching ``ray job logs -f`` knows how long is left.
 
 Expected stage times come from the last run of each stage under the same run
-root (``<run_root>/_timings.json``), else from times measured on a 2-core laptop
-CPU for the shipped profiles, else there is no estimate (and the line says so).
+root (``<run_root>/_timings.json``), else from times measured on this project's 2-core
+reference machines for the shipped profiles, else there is no estimate (and the line says so).
 While a stage runs, a heartbeat line is printed every ``interval`` seconds.
 """
 
@@ -18,9 +18,11 @@ from contextlib import contextmanager
 from diffcxr import storage
 from diffcxr.errors import StorageError
 
-#: Seconds per stage measured on this project's 2-core reference machine (README command 1, tiny profile).
+#: Seconds per stage of a first run, measured on 2-core CPUs: tiny is README command 1 on the AVX2-only AMD
+#: EPYC (2026-12-05, 2981c85); small is run J on the AVX-512 Xeon (2026-12-03). A first run's ETA uses these.
 MEASURED: dict[str, dict[str, float]] = {
-    "tiny": {"data": 3, "filter": 25, "text": 80, "diffusion": 185, "eval": 250, "register": 1},
+    "tiny": {"data": 11, "filter": 47, "text": 113, "diffusion": 428, "eval": 105, "register": 1},
+    "small": {"data": 18, "filter": 311, "text": 358, "diffusion": 1332, "eval": 1071, "register": 1},
 }
 TIMINGS_FILE = "_timings.json"
 
@@ -57,12 +59,13 @@ class Progress:
         eta = ""
         if rest is not None:
             eta = f", pipeline ETA {time.strftime('%H:%M:%S', time.localtime(time.time() + left + rest))}"
-        over = " (longer than last time)" if elapsed > expected else ""
+        over = " (longer than expected)" if elapsed > expected else ""
         return f"{prefix}: running {_clock(elapsed)} of ~{_clock(expected)}{over}{eta}"
 
     @contextmanager
     def stage(self, prefix: str, name: str) -> Iterator[None]:
-        """Print the start line, a heartbeat every ``interval`` seconds, and remember the time on success."""
+        """Print the start line and a heartbeat every ``interval`` seconds; the caller :meth:`record` s the time
+        of a stage that ran (not of a skipped or failed one)."""
         started = time.time()
         print(self.line(prefix, name, 0.0).replace("running 0s of", "running, expected"), flush=True)
         stop = threading.Event()
