@@ -11,7 +11,8 @@ no earlier seed's champion is re-scored; timed by the command itself), then
 ``benchmarks/generation_quality.py`` on that run (mAUC with bootstrap intervals, the real held-out phantoms
 of the same reports, domain FID). ``project.seed`` moves everything random at once: the phantoms the renderer
 draws for each report, the injected label noise, the filter's K-means, the text and denoiser training, the
-eval classifier and the eval's per-image seeds; the reports and their split stay the same.
+eval classifier and the eval's per-image seeds. The reports and their split stay the same; which test
+rows the filter keeps, and so which 200 the eval scores, can differ a little.
 
 The tiny target (issue "The generator must draw what the report says"): generated mAUC >= the profile's
 floor and the whole command <= 15 minutes. Writes ``benchmarks/results/tiny_seeds_<date>.json`` with every
