@@ -1,4 +1,4 @@
-"""Build hook: generate the gRPC stubs from services/diffusion/serving/generator.proto at install time.
+"""Build hook: generate the gRPC stubs from services/serve/generator.proto at install time.
 
 Everything else about the package is in pyproject.toml.
 """
@@ -9,7 +9,7 @@ from setuptools import setup
 from setuptools.command.build_py import build_py
 
 ROOT = Path(__file__).resolve().parent
-PROTO = "services/diffusion/serving/generator.proto"
+PROTO = "services/serve/generator.proto"
 
 
 class BuildPyWithStubs(build_py):

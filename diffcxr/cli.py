@@ -468,8 +468,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import signal
     import threading
 
-    from services.diffusion.serving.app import deploy_config, start
-    from services.diffusion.serving.config import ServeConfig
+    from services.serve.app import deploy_config, start
+    from services.serve.config import ServeConfig
 
     cfg = ServeConfig.from_yaml(args.config) if args.config else ServeConfig()
     auth = cfg.auth.model_copy(update={"token_file": args.token_file}) if args.token_file else cfg.auth

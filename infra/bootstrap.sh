@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3.11}
 command -v "$PY" >/dev/null 2>&1 || PY=python3
 # what an install depends on: the dependency pins, the build hook, and the proto it compiles to stubs
-install_digest() { cat pyproject.toml setup.py services/diffusion/serving/generator.proto | sha256sum | cut -d' ' -f1; }
+install_digest() { cat pyproject.toml setup.py services/serve/generator.proto | sha256sum | cut -d' ' -f1; }
 if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
   .venv/bin/python -m pip install -q --upgrade pip

@@ -450,8 +450,8 @@ def test_rayjob_gpu_workers_fit_the_training_workers() -> None:
 def test_rayservice_serve_config_is_valid_for_ray_serve_and_our_app(monkeypatch: pytest.MonkeyPatch) -> None:
     from ray.serve.schema import ServeDeploySchema
 
-    from services.diffusion.serving.app import IMPORT_PATH, deploy_config
-    from services.diffusion.serving.config import ServeConfig
+    from services.serve.app import IMPORT_PATH, deploy_config
+    from services.serve.config import ServeConfig
 
     service = _one("RayService", "diffcxr-serve")
     serve = yaml.safe_load(service["spec"]["serveConfigV2"])
@@ -476,7 +476,7 @@ def test_rayservice_serve_config_is_valid_for_ray_serve_and_our_app(monkeypatch:
 
 def test_rayservice_serve_config_rejects_an_unknown_arg() -> None:
     from diffcxr.errors import ConfigError
-    from services.diffusion.serving.config import ServeConfig
+    from services.serve.config import ServeConfig
 
     serve = yaml.safe_load(_one("RayService", "diffcxr-serve")["spec"]["serveConfigV2"])
     args = serve["applications"][0]["args"]

@@ -55,7 +55,7 @@ def test_serve_deploy_then_an_edited_config_rolls_in_place_without_dropping_requ
     ray_head: str, tmp_path: Path, roll_under_load: Callable[..., list[tuple[int, str]]]
 ) -> None:
     from services.diffusion.generator import build_initial_bundle
-    from services.diffusion.serving.models import resolve
+    from services.serve.models import resolve
 
     bundles = [build_initial_bundle(load_config("tiny", [f"project.seed={s}"]), tmp_path / f"b{s}") for s in (0, 1)]
     labels = [resolve(str(b)).label for b in bundles]

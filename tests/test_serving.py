@@ -46,7 +46,7 @@ class App:
     def grpc(self, auth: bool = True, **fields: Any) -> Any:
         import grpc
 
-        from services.diffusion.serving.stubs import load
+        from services.serve.stubs import load
 
         pb2, pb2_grpc = load()
         with grpc.insecure_channel(f"127.0.0.1:{self.grpc_port}") as channel:
@@ -66,8 +66,8 @@ def app(ray_local: None, mlflow_server: str, tmp_path_factory: pytest.TempPathFa
     from ray import serve
 
     from diffcxr.tracking import Tracker
-    from services.diffusion.serving.app import build_app, start
-    from services.diffusion.serving.config import ServeConfig
+    from services.serve.app import build_app, start
+    from services.serve.config import ServeConfig
 
     tmp = tmp_path_factory.mktemp("serving")
     tracker = Tracker(mlflow_server, f"serve-{uuid.uuid4().hex[:8]}")

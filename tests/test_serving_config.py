@@ -10,8 +10,8 @@ import pytest
 import yaml
 
 from diffcxr.errors import ConfigError
-from services.diffusion.serving.config import AuthConfig, ServeConfig
-from services.diffusion.serving.security import ClientLimiter, TokenCheck, report_fingerprint
+from services.serve.config import AuthConfig, ServeConfig
+from services.serve.security import ClientLimiter, TokenCheck, report_fingerprint
 
 
 def test_serve_config_rejects_unknown_and_out_of_range_keys_by_name(tmp_path: Path) -> None:
@@ -47,10 +47,10 @@ def test_print_deploy_config_is_a_valid_serve_deploy_file(tmp_path: Path) -> Non
     doc = yaml.safe_load(out.stdout)
     schema = ServeDeploySchema(**doc)
     app = schema.applications[0]
-    assert app.import_path == "services.diffusion.serving.app:build_app" and app.route_prefix == "/"
+    assert app.import_path == "services.serve.app:build_app" and app.route_prefix == "/"
     assert doc["http_options"] == {"host": "127.0.0.1", "port": 8123}
     assert doc["grpc_options"]["grpc_servicer_functions"] == [
-        "services.diffusion.serving.generator_pb2_grpc.add_GeneratorServicer_to_server"
+        "services.serve.generator_pb2_grpc.add_GeneratorServicer_to_server"
     ]
     assert ServeConfig.from_dict(app.args).denoiser.num_gpus == 1  # the args round-trip into a ServeConfig
     bad = subprocess.run(
@@ -61,7 +61,7 @@ def test_print_deploy_config_is_a_valid_serve_deploy_file(tmp_path: Path) -> Non
 
 
 def test_stubs_are_importable_from_the_installed_package() -> None:
-    from services.diffusion.serving import generator_pb2, generator_pb2_grpc
+    from services.serve import generator_pb2, generator_pb2_grpc
 
     request = generator_pb2.GenerateRequest(report="x", seed=3)
     assert request.HasField("seed") and not request.HasField("steps")

@@ -1,2 +1,2 @@
 """Diffusion service: U-ViT denoiser, disease-knowledge adapter, sampling, two-stage training, the generator
-bundle and its parts, output files, and the Ray Serve generation graph (``serving/``)."""
+bundle and its parts, and output files. The Ray Serve graph lives in ``services/serve/``."""

@@ -13,7 +13,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, model_validator
 
 from services.diffusion.schedulers import GUIDANCE_RANGE
-from services.diffusion.serving.config import ServeConfig
+from services.serve.config import ServeConfig
 
 MAX_SEED = 2**63 - 1
 

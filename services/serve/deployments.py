@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 from ray import serve
 
-from services.diffusion.serving.models import LoadedVersions, ModelVersion
+from services.serve.models import LoadedVersions, ModelVersion
 
 
 @dataclass

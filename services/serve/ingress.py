@@ -33,11 +33,11 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from diffcxr.constants import CHEXPERT_LABELS
 from services.diffusion import outputs
-from services.diffusion.serving.api import ErrorResponse, GenerateResponse, describe, describe_errors, request_model
-from services.diffusion.serving.config import ServeConfig
-from services.diffusion.serving.deployments import DenoiseJob, TextJob
-from services.diffusion.serving.models import ModelVersion, resolve
-from services.diffusion.serving.security import BodyLimit, ClientLimiter, TokenCheck, report_fingerprint
+from services.serve.api import ErrorResponse, GenerateResponse, describe, describe_errors, request_model
+from services.serve.config import ServeConfig
+from services.serve.deployments import DenoiseJob, TextJob
+from services.serve.models import ModelVersion, resolve
+from services.serve.security import BodyLimit, ClientLimiter, TokenCheck, report_fingerprint
 
 log = logging.getLogger("ray.serve.diffcxr")  # a child of Serve's logger: lands in the replica log files
 RETRIES = 3
@@ -281,7 +281,7 @@ def build_ingress(cfg: ServeConfig) -> Any:
         # ------------------------------------------------------------- HTTP
         @app.get("/", response_class=HTMLResponse, include_in_schema=False)
         async def page(self) -> HTMLResponse:
-            html = resources.files("services.diffusion.serving").joinpath("webpage.html").read_text()
+            html = resources.files("services.serve").joinpath("webpage.html").read_text()
             return HTMLResponse(html.replace("{{AUTH}}", "true" if self.tokens.enabled else "false"))
 
         @app.get("/v1/health", responses={503: ERRORS[503]})
@@ -377,7 +377,7 @@ def build_ingress(cfg: ServeConfig) -> Any:
             """diffcxr.v1.Generator/Generate: same fields and checks as POST /v1/generate."""
             import grpc
 
-            from services.diffusion.serving.stubs import load
+            from services.serve.stubs import load
 
             pb2, _ = load()
             start, request_id = time.perf_counter(), uuid.uuid4().hex

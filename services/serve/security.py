@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from diffcxr.errors import ConfigError
-from services.diffusion.serving.config import AuthConfig
+from services.serve.config import AuthConfig
 
 
 def report_fingerprint(report: str) -> str:

@@ -11,7 +11,7 @@ from types import ModuleType
 
 from diffcxr.errors import ConfigError
 
-PACKAGE = "services.diffusion.serving"
+PACKAGE = "services.serve"
 #: What Serve's gRPC proxy is told to call to register the servicer.
 SERVICER_FUNCTION = f"{PACKAGE}.generator_pb2_grpc.add_GeneratorServicer_to_server"
 
@@ -25,5 +25,5 @@ def load() -> tuple[ModuleType, ModuleType]:
     except ImportError:
         raise ConfigError(
             "gRPC stubs are missing: install the package (pip install -e .), which generates them from "
-            "services/diffusion/serving/generator.proto"
+            "services/serve/generator.proto"
         ) from None

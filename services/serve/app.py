@@ -1,7 +1,7 @@
 """Build, start and describe the Serve application.
 
 ``build_app`` is the Serve application builder (``import_path:
-services.diffusion.serving.app:build_app`` with the :class:`ServeConfig` as
+services.serve.app:build_app`` with the :class:`ServeConfig` as
 ``args``): it pins the model version (an alias resolves to the version it
 points at *now*) and hands it to every deployment in ``user_config``. Later
 moves of the alias are picked up by the ingress's alias watcher without any
@@ -20,14 +20,14 @@ import yaml
 from ray import serve
 from ray.serve import Application
 
-from services.diffusion.serving.config import DeploymentSettings, ServeConfig
-from services.diffusion.serving.deployments import DecoderDeployment, DenoiserDeployment, TextDeployment
-from services.diffusion.serving.ingress import build_ingress
-from services.diffusion.serving.models import resolve
-from services.diffusion.serving.stubs import SERVICER_FUNCTION
+from services.serve.config import DeploymentSettings, ServeConfig
+from services.serve.deployments import DecoderDeployment, DenoiserDeployment, TextDeployment
+from services.serve.ingress import build_ingress
+from services.serve.models import resolve
+from services.serve.stubs import SERVICER_FUNCTION
 
 log = logging.getLogger(__name__)
-IMPORT_PATH = "services.diffusion.serving.app:build_app"
+IMPORT_PATH = "services.serve.app:build_app"
 
 
 def _options(name: str, d: DeploymentSettings, user_config: dict[str, Any]) -> dict[str, Any]:
