@@ -27,21 +27,15 @@ import mlflow.pyfunc
 import numpy as np
 import torch
 
+from diffcxr.bundle import SPEC_FILE, provenance, read_bundle_spec
 from diffcxr.config import AutoencoderConfig, LabelerConfig, SamplingConfig
 from diffcxr.errors import ConfigError, DataError
 from diffcxr.hashing import sha256_file
 from services.diffusion import outputs
-from services.diffusion.parts import (
-    SPEC_FILE,
-    DecoderPart,
-    DenoiserPart,
-    TextPart,
-    provenance,
-    read_bundle_spec,
-    to_uint8,
-)
+from services.diffusion.parts import DecoderPart, DenoiserPart, to_uint8
 from services.diffusion.sampling import check_request
 from services.diffusion.weights import ADAPTER, UVIT, read_spec
+from services.text import TextPart
 
 log = logging.getLogger(__name__)
 
@@ -127,7 +121,7 @@ def build_initial_bundle(cfg: Any, folder: str | Path) -> Path:
     from services.diffusion.adapter import AdaptedUViT
     from services.diffusion.uvit import UViT, uvit_config
     from services.diffusion.weights import model_meta, save_model
-    from services.text.model import ReportEncoder
+    from services.text import ReportEncoder
 
     torch.manual_seed(cfg.project.seed)
     with tempfile.TemporaryDirectory() as tmp:

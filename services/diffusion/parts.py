@@ -4,7 +4,8 @@ The in-process :class:`~services.diffusion.generator.Generator` and the Ray
 Serve deployments (one per part, each on its own replicas) run the same code
 here, so an image is byte-identical whichever way it was asked for.
 
-- :class:`TextPart` — rules labeler → disease sentence → text encoder + squeeze.
+- :class:`~services.text.part.TextPart` (in the text service) — rules labeler → disease sentence → text
+  encoder + squeeze.
 - :class:`DenoiserPart` — U-ViT (+ adapter) and the seeded sampling loop.
 - :class:`DecoderPart` — the frozen autoencoder's decoder → grayscale pixels.
 
@@ -17,99 +18,16 @@ image never depends on which other requests shared its batch.
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 
+from diffcxr.bundle import read_bundle_spec
 from diffcxr.config import AutoencoderConfig, SamplingConfig
-from diffcxr.errors import DataError
-from diffcxr.labeling.sentences import NO_FINDING_SENTENCE, disease_sentence
 from services.diffusion.latents import LatentStats
 from services.diffusion.sampling import sample_latents
 from services.diffusion.weights import ADAPTER, UVIT, load_adapted, load_uvit
-
-SPEC_FILE = "generator.json"
-
-
-def read_bundle_spec(folder: str | Path) -> dict[str, Any]:
-    """``generator.json`` of a bundle folder, or a clear error when the folder is not one."""
-    path = Path(folder, SPEC_FILE)
-    if not path.is_file():
-        raise DataError(f"'{folder}' is not a generator bundle (no {SPEC_FILE})")
-    return json.loads(path.read_text())
-
-
-def provenance(spec: dict[str, Any]) -> dict[str, Any]:
-    """Short weight hashes and registry versions of every part: what an image records about its models."""
-    return {
-        "text": (spec["text"]["weights_sha256"] or "")[:12],
-        "uvit": spec["uvit"]["weights_sha256"][:12],
-        "adapter": spec["adapter"]["weights_sha256"][:12] if spec.get("adapter") else None,
-        "autoencoder": spec["autoencoder"]["id"],
-        "registry": spec.get("registry", {}),
-    }
-
-
-@dataclass
-class TextResult:
-    """What the text part says about one report: its labels, disease sentence and contexts."""
-
-    labels: dict[str, float | None]
-    disease_sentence: str
-    context: np.ndarray  # (K, d) float32, rounded through float16 like the training embeddings
-    hint: np.ndarray | None  # (K, d) context of the disease sentence; None without an adapter
-    unconditional: bool  # the report was empty: the image is drawn from the unconditional model
-
-
-class TextPart:
-    """Labels a report, builds its disease sentence and encodes both into squeezed contexts."""
-
-    def __init__(self, folder: str | Path) -> None:
-        from diffcxr.labeling.rules import RuleLabeler
-        from services.text.model import ReportEncoder
-
-        self.folder = Path(folder)
-        self.spec = read_bundle_spec(folder)
-        self.encoder = ReportEncoder.load_bundle(self.folder / "text").eval()
-        self.tokenizer = self.encoder.tokenizer()
-        self.labeler = RuleLabeler()
-        self.has_adapter = bool(self.spec.get("adapter"))
-        self.uncond = self.contexts([""])[0]
-
-    @torch.no_grad()
-    def contexts(self, texts: list[str]) -> torch.Tensor:
-        """Squeezed contexts (B, K, d), rounded through float16 exactly as the training embeddings were stored.
-        An empty or whitespace-only text tokenises like "" and so gets the unconditional context. Each text is
-        encoded as if alone, so its context does not depend on the batch it came in."""
-        return self.encoder.encode(self.tokenizer(texts).ids, batch_invariant=True)[1].half().float()
-
-    def labels_and_sentences(self, reports: list[str]) -> tuple[list[dict[str, float | None]], list[str]]:
-        """Labels by name (rules labeler) and the disease sentence of each report."""
-        results = self.labeler.label_reports([None] * len(reports), reports)
-        policy = self.spec["labeler"]["uncertain_policy"]
-        labels = [dict(r.labels) if r is not None else {} for r in results]
-        sentences = [disease_sentence(r.labels, policy) if r is not None else NO_FINDING_SENTENCE for r in results]
-        return labels, sentences
-
-    def run(self, reports: list[str], overrides: list[str | None] | None = None) -> list[TextResult]:
-        """One :class:`TextResult` per report; ``overrides`` replaces the labeler's sentence where given."""
-        reports = [r if isinstance(r, str) else "" for r in reports]
-        labels, sentences = self.labels_and_sentences(reports)
-        if overrides is not None:
-            if len(overrides) != len(reports):
-                raise DataError(f"disease_sentence: {len(overrides)} sentences for {len(reports)} reports")
-            pairs = zip(overrides, sentences, strict=True)
-            sentences = [o if isinstance(o, str) and o.strip() else s for o, s in pairs]
-        contexts = self.contexts(reports).numpy()
-        hints = self.contexts(sentences).numpy() if self.has_adapter else [None] * len(reports)
-        return [
-            TextResult(lab, sent, ctx, hint, not self.tokenizer.normalise(rep))
-            for lab, sent, ctx, hint, rep in zip(labels, sentences, contexts, hints, reports, strict=True)
-        ]
 
 
 class DenoiserPart:

@@ -32,13 +32,13 @@ from typing import Any
 import numpy as np
 
 from diffcxr import manifest, storage
+from diffcxr.bundle import provenance, read_bundle_spec
 from diffcxr.config import DiffCXRConfig, EvalVariant
 from diffcxr.constants import EVAL_DISEASES, STATUS_KEPT
 from diffcxr.errors import DataError, DiffCXRError
 from diffcxr.raycluster import init_ray
 from diffcxr.stages import StageDir, content_key
 from diffcxr.tracking import Tracker
-from services.diffusion.parts import provenance, read_bundle_spec
 from services.eval import report, tables
 from services.eval.classifier import OWN_KIND, OwnDenseNet, ReferenceClassifier, load_classifier
 from services.eval.classifier_train import data_id, train_classifier

@@ -74,7 +74,7 @@ class _ModelDeployment:
 
 
 def _text_part(folder: Any) -> Any:
-    from services.diffusion.parts import TextPart
+    from services.text import TextPart
 
     return TextPart(folder)
 
@@ -98,7 +98,7 @@ class TextDeployment(_ModelDeployment):
 
     def describe(self, model: ModelVersion) -> dict[str, Any]:
         """Sampler defaults, image size and part provenance of a version (the ingress has no torch)."""
-        from services.diffusion.parts import provenance
+        from diffcxr.bundle import provenance
 
         spec = self.parts.get(model).spec
         return {"sampling": spec["sampling"], "image_size": spec["image_size"], "provenance": provenance(spec)}

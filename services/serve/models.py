@@ -23,9 +23,9 @@ from pathlib import Path
 from typing import Generic, TypeVar
 
 from diffcxr import storage
+from diffcxr.bundle import SPEC_FILE
 from diffcxr.errors import DataError
 from diffcxr.hashing import sha256_file
-from services.diffusion.parts import SPEC_FILE
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
