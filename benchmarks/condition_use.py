@@ -33,7 +33,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from infra.env import apply_defaults  # noqa: E402
+from diffcxr.env import apply_defaults  # noqa: E402
 
 apply_defaults()
 
@@ -44,6 +44,7 @@ from diffusers.training_utils import EMAModel  # noqa: E402
 from diffusion_flops import record_header  # noqa: E402
 
 from diffcxr.config import load_config  # noqa: E402
+from diffcxr.contracts.embeddings import read_embeddings, sentence_id  # noqa: E402
 from diffcxr.labeling.sentences import NO_FINDING_SENTENCE  # noqa: E402
 from services.diffusion.data import build_training_set, decode_batch  # noqa: E402
 from services.diffusion.objective import denoising_loss  # noqa: E402
@@ -53,7 +54,6 @@ from services.diffusion.schedulers import schedule_of, training_scheduler  # noq
 from services.diffusion.uvit import UViT, uvit_config  # noqa: E402
 from services.eval.classifier import OwnDenseNet  # noqa: E402
 from services.eval.labels import LabelPolicy, label_matrix, per_disease_auc  # noqa: E402
-from services.text.embed import read_embeddings, sentence_id  # noqa: E402
 
 VARIANTS = ("report", "report+pool", "sentence", "sentence+pool")
 

@@ -22,7 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from infra.env import apply_defaults  # noqa: E402
+from diffcxr.env import apply_defaults  # noqa: E402
 
 apply_defaults()
 
@@ -31,9 +31,9 @@ import torch  # noqa: E402
 from diffusion_flops import record_header, write_result  # noqa: E402
 from seed_control import eval_rows, open_run, run_arguments  # noqa: E402
 
+from diffcxr.contracts.latents import read_latents  # noqa: E402
 from services.diffusion.generator import Generator  # noqa: E402
 from services.diffusion.schedulers import training_scheduler  # noqa: E402
-from services.filter.encode import read_latents  # noqa: E402
 
 TIMESTEPS = [5, 20, 50, 100, 200, 400, 600, 800, 950]
 

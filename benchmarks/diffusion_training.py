@@ -28,7 +28,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from infra.env import apply_defaults  # noqa: E402
+from diffcxr.env import apply_defaults  # noqa: E402
 
 apply_defaults()
 

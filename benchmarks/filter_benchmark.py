@@ -29,7 +29,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from infra.env import apply_defaults  # noqa: E402
+from diffcxr.env import apply_defaults  # noqa: E402
 
 apply_defaults()
 
@@ -38,8 +38,9 @@ import torch  # noqa: E402
 
 from diffcxr import manifest  # noqa: E402
 from diffcxr.config import load_config  # noqa: E402
+from diffcxr.contracts.latents import read_latents  # noqa: E402
 from services.data.phantom.dataset import build_phantom_dataset  # noqa: E402
-from services.filter.encode import encode_in_process, encode_with_ray, read_latents  # noqa: E402
+from services.filter.encode import encode_in_process, encode_with_ray  # noqa: E402
 from services.filter.lnfs import run_lnfs  # noqa: E402
 from services.filter.report import detection_metrics  # noqa: E402
 

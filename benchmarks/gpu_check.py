@@ -64,7 +64,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 DEPS_ZIP = ROOT / "build" / "gpu_deps" / "diffusers.zip"
 
-from infra.env import apply_defaults  # noqa: E402
+from diffcxr.env import apply_defaults  # noqa: E402
 
 apply_defaults()
 

@@ -5,7 +5,7 @@ Run by hand: ``.venv/bin/python benchmarks/omp_wait_policy.py`` (about 2.5 minut
 Why: a Diff-CXR node runs several torch processes at once — a Ray Train worker beside Ray Data's tasks and
 actors, three Serve deployments, pytest-xdist workers — each with its own OpenMP threads. libgomp's threads
 spin at every barrier before they sleep, so a waiting thread of one process burns the core that a working
-thread of another needs. ``infra/env.py`` sets ``OMP_WAIT_POLICY=PASSIVE``; this measures what it buys and
+thread of another needs. ``diffcxr/env.py`` sets ``OMP_WAIT_POLICY=PASSIVE``; this measures what it buys and
 what it costs a process that runs alone.
 
 Method: one process is tiny's U-ViT (``diffcxr/profiles/tiny.yaml``: 32×8×8 latent, patch 1, 16×128 context,

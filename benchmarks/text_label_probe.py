@@ -18,7 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from infra.env import apply_defaults  # noqa: E402
+from diffcxr.env import apply_defaults  # noqa: E402
 
 apply_defaults()
 
@@ -30,7 +30,7 @@ from sklearn.metrics import roc_auc_score  # noqa: E402
 from diffcxr import manifest, storage  # noqa: E402
 from diffcxr.config import load_config  # noqa: E402
 from diffcxr.constants import EVAL_DISEASES  # noqa: E402
-from services.text.embed import read_embeddings  # noqa: E402
+from diffcxr.contracts.embeddings import read_embeddings  # noqa: E402
 
 
 def main() -> None:

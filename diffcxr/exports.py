@@ -13,11 +13,13 @@ from typing import Any
 
 
 def lazy_exports(package: str, names: dict[str, str]) -> tuple[Callable[[str], Any], list[str]]:
-    """``(__getattr__, __all__)`` for ``package``: each public name → the submodule (relative) defining it."""
+    """``(__getattr__, __all__)`` for ``package``: each public name → the submodule (relative) defining it,
+    as ``"module"`` (same name there) or ``"module:attribute"``."""
 
     def __getattr__(name: str) -> Any:
         if name not in names:
             raise AttributeError(f"module '{package}' has no public name '{name}'")
-        return getattr(importlib.import_module(f"{package}.{names[name]}"), name)
+        module, _, attribute = names[name].partition(":")
+        return getattr(importlib.import_module(f"{package}.{module}"), attribute or name)
 
     return __getattr__, sorted(names)

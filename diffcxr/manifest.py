@@ -184,6 +184,21 @@ def kept(table: pa.Table, split: str | None = None) -> pa.Table:
     return table.filter(mask)
 
 
+#: The one meaning of "held-out" in every stage: the test split. ``val`` is for choosing settings (sampler
+#: steps, guidance), never for reporting a result.
+HELDOUT_SPLIT = "test"
+
+
+def kept_rows(table: pa.Table, split: str | None = None, with_image: bool = False) -> list[dict[str, Any]]:
+    """Kept rows as dicts, in table order (optionally of one split; ``with_image``: only rows with an image)."""
+    return [r for r in kept(table, split).to_pylist() if r["image_uri"] or not with_image]
+
+
+def heldout_rows(rows: Iterable[Mapping[str, Any]], with_image: bool = False) -> list[Any]:
+    """The rows of the held-out split (:data:`HELDOUT_SPLIT`) among ``rows``, in their order."""
+    return [r for r in rows if r["split"] == HELDOUT_SPLIT and (r["image_uri"] or not with_image)]
+
+
 def summary(table: pa.Table) -> dict[str, Any]:
     """Counts a person checks first: rows by status, split, source and view, and top reasons."""
 

@@ -20,7 +20,7 @@ def init_ray(cfg: DiffCXRConfig | None = None, address: str | None = None) -> No
     if ray.is_initialized():
         return
     address = address or (cfg.ray.address if cfg is not None else None) or os.environ.get("RAY_ADDRESS")
-    passed = ("AWS_", "DIFFCXR_", "MLFLOW_", "HF_", "TRANSFORMERS_", "OMP_WAIT_POLICY")  # OMP_: see infra/env.py
+    passed = ("AWS_", "DIFFCXR_", "MLFLOW_", "HF_", "TRANSFORMERS_", "OMP_WAIT_POLICY")  # OMP_: see diffcxr/env.py
     env = {k: v for k, v in os.environ.items() if k.startswith(passed)}
     options = {"include_dashboard": False, "log_to_driver": False, "configure_logging": False}
     in_job = bool(os.environ.get("RAY_JOB_ID") or os.environ.get("RAY_SUBMISSION_ID") or os.environ.get("RAY_ADDRESS"))

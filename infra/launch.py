@@ -21,8 +21,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from diffcxr.config import add_config_arguments, load_config
+from diffcxr.env import apply_defaults
 from diffcxr.errors import DiffCXRError
-from infra.env import apply_defaults
 from infra.local import HOST, Service, _ray_cli, free_port, start_mlflow, start_ray_head, stop_ray_head
 from orchestration.full_pipeline import STAGES
 

@@ -25,7 +25,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from infra.env import apply_defaults
+from diffcxr.env import apply_defaults
 
 HOST = "127.0.0.1"
 REPO = Path(__file__).resolve().parent.parent

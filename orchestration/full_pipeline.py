@@ -27,10 +27,10 @@ if __package__ in (None, ""):  # run as a script by `ray job submit`
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from diffcxr.config import DiffCXRConfig, add_config_arguments, load_config
+from diffcxr.env import apply_defaults
 from diffcxr.errors import DiffCXRError, TrackingError
 from diffcxr.storage import configure_s3
 from diffcxr.tracking import Tracker, is_unreachable
-from infra.env import apply_defaults
 from orchestration.accounting import row_accounting
 from orchestration.progress import Progress
 

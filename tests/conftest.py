@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from infra.env import apply_defaults
+from diffcxr.env import apply_defaults
 from infra.local import start_mlflow, start_moto
 
 apply_defaults()

@@ -129,7 +129,7 @@ def test_fingerprint_follows_only_the_named_sections() -> None:
 
 def test_cli_reports_a_bad_key_without_a_traceback() -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "diffcxr.cli", "config", "show", "--set", "sampling.stpes=3"],
+        [sys.executable, "-m", "orchestration.cli", "config", "show", "--set", "sampling.stpes=3"],
         capture_output=True,
         text=True,
     )

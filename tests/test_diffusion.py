@@ -96,7 +96,7 @@ def test_only_the_adapter_receives_gradients() -> None:
 
 def test_flops_reproduce_the_paper_to_the_third_decimal() -> None:
     res = subprocess.run(
-        [sys.executable, "-m", "diffcxr.cli", "flops", "-p", "paper"], capture_output=True, text=True, timeout=120
+        [sys.executable, "-m", "orchestration.cli", "flops", "-p", "paper"], capture_output=True, text=True, timeout=120
     )
     assert res.returncode == 0, res.stderr
     out = json.loads(res.stdout)
@@ -109,7 +109,7 @@ def test_flops_reproduce_the_paper_to_the_third_decimal() -> None:
     }
     assert all(r["gflops_full"] > 2 * r["gmacs_thop"] for r in out["uvit_by_tokens"])  # attention included
     res = subprocess.run(
-        [sys.executable, "-m", "diffcxr.cli", "flops", "-p", "paper", "--no-adapter", "--tokens", "77"],
+        [sys.executable, "-m", "orchestration.cli", "flops", "-p", "paper", "--no-adapter", "--tokens", "77"],
         capture_output=True,
         text=True,
         timeout=120,
@@ -338,7 +338,7 @@ def test_generate_cli_is_seeded_and_rejects_bad_settings(upstream: str, tmp_path
         from services.diffusion import stage
 
         stage.run(_cfg(upstream))
-    run = [sys.executable, "-m", "diffcxr.cli", "generate", "--model", model, "--report", "Mild cardiomegaly."]
+    run = [sys.executable, "-m", "orchestration.cli", "generate", "--model", model, "--report", "Mild cardiomegaly."]
     a, b = tmp_path / "a.png", tmp_path / "b.png"
     for path in (a, b):
         res = subprocess.run([*run, "--seed", "7", "--out", str(path)], capture_output=True, text=True, timeout=300)

@@ -78,7 +78,7 @@ def test_eval_counts_reports_not_rows() -> None:
 
 
 def test_variant_option_names_what_is_wrong() -> None:
-    from diffcxr.cli import parse_variant
+    from services.eval.cli import parse_variant
 
     assert parse_variant("base:none=runs/a/generator") == {
         "name": "base", "model": "runs/a/generator", "lnfs": False, "ava_tls": False, "dkim": False,

@@ -13,8 +13,8 @@ from PIL import Image
 from diffcxr import manifest, storage
 from diffcxr.autoencoders.frozen import SDVAEAutoencoder, load_autoencoder
 from diffcxr.config import load_config
+from diffcxr.contracts.images import UnreadableImage, decode_image
 from diffcxr.errors import ConfigError, StorageError
-from services.filter.decode import UnreadableImage, decode_image
 from services.filter.lnfs import run_lnfs
 
 

@@ -115,7 +115,7 @@ def test_report_labels_validate_names_and_values() -> None:
 
 
 def test_cli_label_text_and_bad_bytes(tmp_path: Path) -> None:
-    run = [sys.executable, "-m", "diffcxr.cli", "label"]
+    run = [sys.executable, "-m", "orchestration.cli", "label"]
     res = subprocess.run([*run, "Moderate left pleural effusion. No pneumothorax."], capture_output=True, text=True)
     assert res.returncode == 0, res.stderr
     out = json.loads(res.stdout)

@@ -160,7 +160,7 @@ def test_build_command_writes_images_and_manifest(tmp_path: Path) -> None:
         [
             sys.executable,
             "-m",
-            "diffcxr.cli",
+            "orchestration.cli",
             "data",
             "build",
             "--source",
@@ -200,7 +200,7 @@ def test_build_to_s3(s3_bucket: str) -> None:
 
 def test_size_flag_rejects_unsupported_sizes(tmp_path: Path) -> None:
     res = subprocess.run(
-        [sys.executable, "-m", "diffcxr.cli", "data", "build", "--size", "100", "--out", str(tmp_path)],
+        [sys.executable, "-m", "orchestration.cli", "data", "build", "--size", "100", "--out", str(tmp_path)],
         capture_output=True,
         text=True,
     )

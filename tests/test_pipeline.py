@@ -76,7 +76,7 @@ def test_register_needs_the_stages_before_it(tmp_path: Path, home: Path) -> None
 
 
 def test_cli_pipeline_and_data_commands(tmp_path: Path, home: Path) -> None:
-    run = [sys.executable, "-m", "diffcxr.cli"]
+    run = [sys.executable, "-m", "orchestration.cli"]
     out_uri = str(tmp_path / "m.parquet")
     res = subprocess.run(
         [*run, "data", "manifest", "--set", "data.max_reports=10", "--out", out_uri],
@@ -108,7 +108,7 @@ def test_cli_pipeline_and_data_commands(tmp_path: Path, home: Path) -> None:
 def test_help_everywhere(group: str, capsys: pytest.CaptureFixture[str]) -> None:
     """Every group's --help, in-process (a fresh interpreter per group cost ~2 s each); the entry point
     itself is run as a subprocess once, below."""
-    from diffcxr.cli import build_parser
+    from orchestration.cli import build_parser
 
     with pytest.raises(SystemExit) as done:
         build_parser().parse_args([group, "--help"])
@@ -116,7 +116,7 @@ def test_help_everywhere(group: str, capsys: pytest.CaptureFixture[str]) -> None
 
 
 def test_help_through_the_entry_point() -> None:
-    res = subprocess.run([sys.executable, "-m", "diffcxr.cli", "pipeline", "--help"], capture_output=True, text=True)
+    res = subprocess.run([sys.executable, "-m", "orchestration.cli", "pipeline", "--help"], capture_output=True, text=True)
     assert res.returncode == 0 and "usage: diffcxr pipeline" in res.stdout
 
 

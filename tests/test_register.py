@@ -138,7 +138,7 @@ def test_register_stage_in_a_real_registry(tmp_path: Path, mlflow_server: str, e
 
     # an operator rolls back to the first champion, with the reason on the version (the CLI, as a user would)
     res = subprocess.run(
-        [sys.executable, "-m", "diffcxr.cli", "promote", "--name", name, "--version", str(first), "--reason",
+        [sys.executable, "-m", "orchestration.cli", "promote", "--name", name, "--version", str(first), "--reason",
          "rollback drill", "--set", f"tracking.uri={mlflow_server}"],
         capture_output=True, text=True, timeout=120,
     )  # fmt: skip
@@ -148,7 +148,7 @@ def test_register_stage_in_a_real_registry(tmp_path: Path, mlflow_server: str, e
     assert rolled_back.description == "champion (manual): rollback drill"
     assert rolled_back.tags["promotion.reason"] == "manual: rollback drill"
     res = subprocess.run(
-        [sys.executable, "-m", "diffcxr.cli", "promote", "--name", name, "--version", "999", "--reason", "x",
+        [sys.executable, "-m", "orchestration.cli", "promote", "--name", name, "--version", "999", "--reason", "x",
          "--set", f"tracking.uri={mlflow_server}"],
         capture_output=True, text=True, timeout=120,
     )  # fmt: skip

@@ -135,7 +135,7 @@ def test_bad_uris_are_rejected() -> None:
 def test_cli_storage_cp_and_ls(tmp_path: Path, s3_bucket: str) -> None:
     src = tmp_path / "a.txt"
     src.write_text("cli")
-    run = [sys.executable, "-m", "diffcxr.cli"]
+    run = [sys.executable, "-m", "orchestration.cli"]
     out = subprocess.run([*run, "storage", "cp", str(src), f"{s3_bucket}/c/a.txt"], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     out = subprocess.run([*run, "storage", "ls", "-r", s3_bucket], capture_output=True, text=True)

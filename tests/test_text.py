@@ -222,7 +222,7 @@ def test_non_utf8_report_bytes_are_rejected_naming_the_row(tmp_path: Path) -> No
 
 
 def test_cli_rejects_non_utf8_report_file_with_its_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    from diffcxr.cli import main
+    from orchestration.cli import main
 
     path = tmp_path / "reports.txt"
     path.write_bytes(b"Heart size normal.\nLeft \xfe effusion.\n")
@@ -322,7 +322,7 @@ def test_two_worker_training_survives_a_killed_worker_then_a_crash_resumes_and_r
 def test_embeddings_through_ray_data_to_s3(
     ray_local: None, phantom_manifest: str, s3_bucket: str, tmp_path: Path
 ) -> None:
-    from services.text.embed import read_embeddings, sentence_id
+    from diffcxr.contracts.embeddings import read_embeddings, sentence_id
     from services.text.stage import run_embed
 
     torch.manual_seed(0)

@@ -19,7 +19,7 @@ import copy
 import torch
 from torch import nn
 
-from services.diffusion.uvit import UViT, per_image
+from services.diffusion.uvit import UViT, UViTConfig, per_image
 
 
 def zero_linear(dim_in: int, dim_out: int) -> nn.Linear:
@@ -30,9 +30,12 @@ def zero_linear(dim_in: int, dim_out: int) -> nn.Linear:
 
 
 class DiseaseAdapter(nn.Module):
-    def __init__(self, uvit: UViT) -> None:
+    """Built from the trained U-ViT it copies, or from a bare config when its own weights are loaded next."""
+
+    def __init__(self, uvit: UViT | UViTConfig) -> None:
         super().__init__()
-        cfg = uvit.config
+        uvit = uvit if isinstance(uvit, UViT) else UViT(uvit)
+        self.config = cfg = uvit.config  # saved beside the weights (adapter.json), so the folder rebuilds it
         self.embed = copy.deepcopy(uvit.embed)
         self.in_blocks = copy.deepcopy(uvit.in_blocks)
         self.mid_block = copy.deepcopy(uvit.mid_block)

@@ -16,11 +16,11 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from diffcxr.contracts.embeddings import Embeddings, sentence_id
+from diffcxr.contracts.latents import read_latents
 from diffcxr.errors import DataError
 from diffcxr.labeling.sentences import NO_FINDING_SENTENCE
 from services.diffusion.latents import LatentStats
-from services.filter.encode import read_latents
-from services.text.embed import Embeddings, sentence_id
 
 log = logging.getLogger(__name__)
 

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 
-from services.data.phantom.render import render
+from services.data import render_phantom
 
 
 def phantoms(first_seed: int, count: int, size: int = 64) -> tuple[np.ndarray, np.ndarray]:
@@ -27,7 +27,7 @@ def phantoms(first_seed: int, count: int, size: int = 64) -> tuple[np.ndarray, n
         sick = i % 2
         findings = {"Cardiomegaly": 1} if sick else {}
         details = {"Cardiomegaly": {"laterality": None, "severity": "severe"}} if sick else None
-        images.append(render(findings, details, seed=first_seed + i, size=size)[0])
+        images.append(render_phantom(findings, details, seed=first_seed + i, size=size)[0])
         labels.append(sick)
     return np.stack(images), np.array(labels)
 

@@ -25,10 +25,13 @@ from typing import Any
 import torch
 
 from diffcxr import manifest, storage
+from diffcxr.bundle import SPEC_FILE
 from diffcxr.config import DiffCXRConfig
-from diffcxr.constants import EVAL_DISEASES, STATUS_KEPT
+from diffcxr.constants import EVAL_DISEASES
+from diffcxr.contracts.embeddings import read_embeddings
 from diffcxr.errors import DataError
 from diffcxr.labeling.sentences import NO_FINDING_SENTENCE
+from diffcxr.modelrefs import resolve_model_folder
 from diffcxr.raycluster import init_ray
 from diffcxr.stages import StageDir, content_key
 from diffcxr.tracking import Tracker
@@ -38,7 +41,6 @@ from services.diffusion.generator import Generator, GeneratorPyfunc, build_bundl
 from services.diffusion.train import TrainOutcome, ema_weights, grid_png, train
 from services.diffusion.uvit import UViT, uvit_config
 from services.diffusion.weights import ADAPTER, UVIT, load_uvit, model_meta, read_spec, save_model
-from services.text.embed import read_embeddings
 
 log = logging.getLogger(__name__)
 STAGE = "diffusion"
@@ -107,9 +109,9 @@ def run(
     if reused:
         return reused
     started = time.perf_counter()
-    rows = [r for r in manifest.parse(manifest_bytes, paths["manifest"]).to_pylist() if r["status"] == STATUS_KEPT]
+    rows = manifest.kept_rows(manifest.parse(manifest_bytes, paths["manifest"]))
     train_rows = [r for r in rows if r["split"] == "train" and r["image_uri"]]
-    heldout = [r for r in rows if r["split"] in ("test", "val")]
+    heldout = manifest.heldout_rows(rows)
     if not train_rows:
         raise DataError(f"manifest '{paths['manifest']}' has no kept train-split rows with images")
     embeddings = read_embeddings(paths["embeddings"])
@@ -355,18 +357,4 @@ def _track(tracker: Tracker, cfg: DiffCXRConfig, summary: dict[str, Any], figure
 
 def resolve_generator(ref: str, tracker: Tracker | None = None) -> Path:
     """A local generator folder from a folder/URI or ``models:/diffcxr-generator@alias`` (or ``/VERSION``)."""
-    if not ref.startswith("models:/"):
-        folder = storage.get_folder(ref)
-        if not (folder / "generator.json").is_file():
-            raise DataError(f"'{ref}' is not a generator bundle (no generator.json)")
-        return folder
-    body = ref[len("models:/") :]
-    separator = "@" if "@" in body else "/"
-    name, _, version = body.partition(separator)
-    if not name or not version:
-        raise DataError(f"model reference '{ref}' must look like models:/NAME@ALIAS or models:/NAME/VERSION")
-    folder = (tracker or Tracker()).download_bundle(name, int(version) if version.isdigit() else version)
-    spec = next(folder.rglob("generator.json"), None)
-    if spec is None:
-        raise DataError(f"registered model '{ref}' holds no generator.json")
-    return spec.parent
+    return Path(resolve_model_folder(ref, SPEC_FILE, "generator bundle", tracker))

@@ -1,51 +1,27 @@
 """Saving and loading U-ViT and adapter weights with their configuration.
 
-A model folder holds ``<name>.json`` (the :class:`UViTConfig`, the noise
-schedule, the latent space, the dtype and the sha256 of the weights) and
-``<name>.pt`` (the state dict). Loading builds the network from the JSON and
-then checks every tensor against it, so a checkpoint that does not fit its
-config fails at load naming the tensor and both shapes (or dtypes) — never
-later as an obscure matmul error.
+A model folder holds ``<name>.json`` (the :class:`UViTConfig` under ``config``, the noise schedule, the latent
+space, the dtype and the sha256 of the weights) and ``<name>.safetensors``, written and read by
+:mod:`diffcxr.modelio`; folders of the ``.pt`` era still load. Either part rebuilds from its own folder: the
+adapter's JSON records the U-ViT config it copies, and ``uvit_sha256`` ties it to the U-ViT it was trained on.
 """
 
 from __future__ import annotations
 
-import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import torch
-from torch import nn
-
+from diffcxr import modelio
 from diffcxr.errors import DataError
-from diffcxr.hashing import sha256_file
+from diffcxr.modelio import M, check_state, read_spec
 from services.diffusion.adapter import AdaptedUViT, DiseaseAdapter
 from services.diffusion.uvit import UViT, UViTConfig
 
 UVIT = "uvit"
 ADAPTER = "adapter"
-
-
-def check_state(state: dict[str, torch.Tensor], model: nn.Module, source: str) -> None:
-    """Every key present on both sides with the same shape and dtype; the error names both."""
-    expected = model.state_dict()
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    if missing or unexpected:
-        raise DataError(
-            f"{source}: checkpoint does not match its config: missing {missing[:3]}, unexpected {unexpected[:3]}"
-        )
-    for key, tensor in state.items():
-        want = expected[key]
-        if tuple(tensor.shape) != tuple(want.shape):
-            raise DataError(
-                f"{source}: '{key}' has shape {tuple(tensor.shape)} in the checkpoint but the config builds "
-                f"{tuple(want.shape)}"
-            )
-        if tensor.dtype != want.dtype:
-            raise DataError(
-                f"{source}: '{key}' has dtype {tensor.dtype} in the checkpoint but the model uses {want.dtype}"
-            )
+__all__ = ["ADAPTER", "UVIT", "check_state", "load_adapted", "load_adapter", "load_uvit", "model_meta",
+           "read_spec", "save_model"]  # fmt: skip
 
 
 def model_meta(cfg: Any, net_cfg: UViTConfig, context_shape: tuple[int, int], autoencoder_id: str) -> dict[str, Any]:
@@ -63,56 +39,42 @@ def model_meta(cfg: Any, net_cfg: UViTConfig, context_shape: tuple[int, int], au
     }
 
 
-def save_model(model: nn.Module, folder: str | Path, name: str, meta: dict[str, Any]) -> Path:
-    """Write ``<name>.pt`` and ``<name>.json`` (``meta`` plus the weights' sha256)."""
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    weights = folder / f"{name}.pt"
-    torch.save({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, weights)
-    spec = {**meta, "dtype": "float32", "weights_sha256": sha256_file(weights)}
-    (folder / f"{name}.json").write_text(json.dumps(spec, indent=2, sort_keys=True))
-    return folder
+def save_model(model: UViT | DiseaseAdapter, folder: str | Path, name: str, meta: dict[str, Any]) -> Path:
+    """Write ``<name>.safetensors`` and ``<name>.json``: ``meta`` plus the model's own :class:`UViTConfig`
+    (a ``meta['config']`` that disagrees with the model is a caller's bug, refused)."""
+    config = model.config.to_dict()
+    if meta.get("config", config) != config:
+        raise ValueError(f"meta['config'] {meta['config']} is not the model's config {config}")
+    return modelio.save(model, folder, name, config, {k: v for k, v in meta.items() if k != "config"})
 
 
-def read_spec(folder: str | Path, name: str) -> dict[str, Any]:
-    path = Path(folder, f"{name}.json")
-    if not path.is_file():
-        raise DataError(f"'{folder}' is not a {name} model folder (no {name}.json)")
-    return json.loads(path.read_text())
-
-
-def _load_state(folder: Path, name: str, spec: dict[str, Any]) -> dict[str, torch.Tensor]:
-    weights = folder / f"{name}.pt"
-    if not weights.is_file():
-        raise DataError(f"'{folder}': {name}.pt is missing")
-    if spec.get("weights_sha256") and sha256_file(weights) != spec["weights_sha256"]:
-        raise DataError(f"'{weights}': sha256 differs from {name}.json (corrupt or replaced file)")
-    return torch.load(weights, map_location="cpu", weights_only=True)
+def _load(model_of: Callable[[UViTConfig], M], folder: str | Path, name: str) -> tuple[M, dict[str, Any]]:
+    state, spec = modelio.load_state(folder, name)
+    if not isinstance(spec.get("config"), dict):
+        raise DataError(f"'{folder}': {name}.json has no 'config' to rebuild the network from")
+    model = model_of(UViTConfig(**spec["config"]))
+    return modelio.fill(model, state, f"'{folder}' ({name})"), spec
 
 
 def load_uvit(folder: str | Path) -> tuple[UViT, dict[str, Any]]:
-    """The U-ViT in eval mode and its spec (config, schedule, latent space, sha256)."""
-    folder = Path(folder)
-    spec = read_spec(folder, UVIT)
-    model = UViT(UViTConfig(**spec["config"]))
-    state = _load_state(folder, UVIT, spec)
-    check_state(state, model, f"{folder}/{UVIT}.pt")
-    model.load_state_dict(state)
-    return model.eval(), spec
+    """The U-ViT in eval mode and its spec (config, schedule, latent space, sha256), from its folder alone."""
+    return _load(UViT, folder, UVIT)
+
+
+def load_adapter(folder: str | Path) -> tuple[DiseaseAdapter, dict[str, Any]]:
+    """The adapter alone, from its folder (its JSON holds the U-ViT config the copy was made of)."""
+    return _load(DiseaseAdapter, folder, ADAPTER)
 
 
 def load_adapted(uvit_folder: str | Path, adapter_folder: str | Path) -> tuple[AdaptedUViT, dict[str, Any]]:
     """Frozen U-ViT + adapter; refuses an adapter trained on top of a different U-ViT."""
     uvit, uvit_spec = load_uvit(uvit_folder)
-    folder = Path(adapter_folder)
-    spec = read_spec(folder, ADAPTER)
+    spec = read_spec(adapter_folder, ADAPTER)
     if spec.get("uvit_sha256") and spec["uvit_sha256"] != uvit_spec["weights_sha256"]:
         raise DataError(
-            f"adapter '{folder}' was trained on U-ViT {spec['uvit_sha256'][:12]} but '{uvit_folder}' holds "
+            f"adapter '{adapter_folder}' was trained on U-ViT {spec['uvit_sha256'][:12]} but '{uvit_folder}' holds "
             f"{uvit_spec['weights_sha256'][:12]}"
         )
-    adapter = DiseaseAdapter(uvit)
-    state = _load_state(folder, ADAPTER, spec)
-    check_state(state, adapter, f"{folder}/{ADAPTER}.pt")
-    adapter.load_state_dict(state)
+    state, spec = modelio.load_state(adapter_folder, ADAPTER)
+    adapter = modelio.fill(DiseaseAdapter(uvit), state, f"'{adapter_folder}' ({ADAPTER})")
     return AdaptedUViT(uvit, adapter).eval(), spec

@@ -3,3 +3,7 @@ classifier, domain and Inception FID, GFLOPs, latency), Tables II/IV/V/VI and an
 
 Entry points: ``diffcxr eval`` and the pipeline's ``eval`` stage (:mod:`services.eval.stage`).
 """
+
+from diffcxr.exports import lazy_exports
+
+__getattr__, __all__ = lazy_exports(__name__, {"run_eval": "stage:run"})

@@ -31,7 +31,7 @@ class GenerateActor:
     """Loads the generator once per actor; turns a batch of (report, seed) rows into pixels."""
 
     def __init__(self, bundle_uri: str, steps: int | None, guidance: float | None, threads: int) -> None:
-        from services.diffusion.generator import Generator
+        from services.diffusion import Generator
 
         self.generator = Generator(storage.get_folder(bundle_uri), threads=threads)
         self.steps, self.guidance = steps, guidance
@@ -112,7 +112,7 @@ def latency(bundle_folder: Any, report: str, count: int, steps: int | None, guid
     """Seconds per image, one image at a time in this process, after one warm-up image."""
     import torch
 
-    from services.diffusion.generator import Generator
+    from services.diffusion import Generator
 
     generator = Generator(bundle_folder)
     generator.generate([report], [0], steps, guidance)

@@ -19,7 +19,6 @@ as params, the report and figures as artifacts.
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import logging
 import os
@@ -34,7 +33,8 @@ import numpy as np
 from diffcxr import manifest, storage
 from diffcxr.bundle import provenance, read_bundle_spec
 from diffcxr.config import DiffCXRConfig, EvalVariant
-from diffcxr.constants import EVAL_DISEASES, STATUS_KEPT
+from diffcxr.constants import EVAL_DISEASES
+from diffcxr.contracts.images import decode_image
 from diffcxr.errors import DataError, DiffCXRError
 from diffcxr.raycluster import init_ray
 from diffcxr.stages import StageDir, content_key
@@ -60,7 +60,7 @@ def default_inputs(cfg: DiffCXRConfig) -> dict[str, str]:
 
 def resolve_model(ref: str, tracker: Tracker | None, cfg: DiffCXRConfig) -> Path:
     """A local generator folder for ``ref``, or an error that names ``ref``."""
-    from services.diffusion.stage import resolve_generator
+    from services.diffusion import resolve_generator
 
     if tracker is None and ref.startswith("models:/"):
         tracker = Tracker.from_config(cfg)
@@ -87,17 +87,13 @@ def stage_key(cfg: DiffCXRConfig, manifest_bytes: bytes, model_digests: dict[str
 
 
 def read_images(rows: list[dict[str, Any]], size: int) -> tuple[np.ndarray, list[dict[str, Any]], list[dict[str, str]]]:
-    """uint8 (N, size, size) grayscale images of ``rows``; rows whose image cannot be read are returned
+    """uint8 (N, size, size) grayscale images of ``rows``, decoded exactly as the filter decoded them for
+    training (:func:`diffcxr.contracts.images.decode_image`); rows whose image cannot be read are returned
     separately with the reason (accounted for, never silently dropped)."""
-    from PIL import Image
-
     images, ok, unreadable = [], [], []
     for row in rows:
         try:
-            image = Image.open(io.BytesIO(storage.read_bytes(row["image_uri"]))).convert("L")
-            if image.size != (size, size):
-                image = image.resize((size, size), Image.BILINEAR)
-            images.append(np.asarray(image, dtype=np.uint8))
+            images.append(decode_image(storage.read_bytes(row["image_uri"]), size))
             ok.append(row)
         except Exception as exc:  # unreadable or missing file: report it with the row
             unreadable.append({"sample_id": row["sample_id"], "reason": f"{type(exc).__name__}: {exc}"[:200]})
@@ -153,10 +149,10 @@ def run(
     started = time.perf_counter()
     table = manifest.parse(manifest_bytes, paths["manifest"])
     all_rows = table.to_pylist()
-    rows = [r for r in all_rows if r["status"] == STATUS_KEPT and r.get("image_uri")]
+    rows = manifest.kept_rows(table, with_image=True)
     size = cfg.data.image_size
     train_rows = sorted((r for r in rows if r["split"] == "train"), key=lambda r: r["sample_id"])
-    test_rows = sorted((r for r in rows if r["split"] == "test"), key=lambda r: r["sample_id"])
+    test_rows = sorted(manifest.heldout_rows(rows), key=lambda r: r["sample_id"])
     if not test_rows:
         raise DataError(f"manifest '{paths['manifest']}' has no kept test-split rows with images to evaluate against")
     if not train_rows:
@@ -430,11 +426,10 @@ def _inception(cfg: DiffCXRConfig) -> InceptionFeatures | None:
 
 
 def _compute(spec: dict[str, Any]) -> dict[str, Any]:
-    from services.diffusion.flops import count
-    from services.diffusion.uvit import UViTConfig
+    from services.diffusion import UViTConfig, count_flops
 
     adapter = bool(spec.get("adapter"))
-    counted = count(UViTConfig(**spec["uvit"]["config"]), adapter=adapter)
+    counted = count_flops(UViTConfig(**spec["uvit"]["config"]), adapter=adapter)
     return {
         "model": "uvit+adapter" if adapter else "uvit",
         **{k: round(v, 3) for k, v in counted.items()},

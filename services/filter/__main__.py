@@ -7,7 +7,8 @@ inside a job, Ray Data joins the job's cluster.
 
 import sys
 
-from diffcxr.cli import main
+from diffcxr.cliargs import single_service_cli
+from services.filter.cli import add_commands
 
 if __name__ == "__main__":
-    raise SystemExit(main(["filter", *sys.argv[1:]]))
+    raise SystemExit(single_service_cli("python -m services.filter", add_commands, ["filter", *sys.argv[1:]]))

@@ -15,27 +15,11 @@ import time
 from typing import Any
 
 import numpy as np
-import pyarrow.parquet as pq
 
 from diffcxr import storage
 from diffcxr.config import AutoencoderConfig, DiffCXRConfig
+from diffcxr.contracts.images import read_and_decode
 from diffcxr.raycluster import init_ray, map_with_actor_pool
-from services.filter.decode import UnreadableImage, decode_image
-
-
-def read_and_decode(batch: dict[str, np.ndarray], size: int) -> dict[str, np.ndarray]:
-    """Ray Data task: URIs → (B, size, size) uint8 images and an error per row ('' when fine)."""
-    images = np.zeros((len(batch["sample_id"]), size, size), dtype=np.uint8)
-    errors = []
-    for i, uri in enumerate(batch["image_uri"]):
-        try:
-            images[i] = decode_image(storage.read_bytes(str(uri)), size)
-            errors.append("")
-        except UnreadableImage as exc:
-            errors.append(str(exc))
-        except Exception as exc:  # a missing/unreadable file is that row's problem, never the job's
-            errors.append(f"cannot read image: {exc}")
-    return {"sample_id": batch["sample_id"], "image": images, "error": np.array(errors, dtype=object)}
 
 
 class EncodeActor:
@@ -118,23 +102,4 @@ def encode_in_process(rows: list[dict[str, Any]], cfg: DiffCXRConfig, batch: int
     return out, time.perf_counter() - started
 
 
-def read_latents(uri: str, latent_shape: tuple[int, int, int]) -> tuple[list[str], np.ndarray, dict[str, str], str]:
-    """(sample ids with latents, latents (N, C, h, w) float32, {sample_id: error} for failures, autoencoder id)."""
-    fs, path = storage.resolve(uri)
-    table = pq.read_table(path, filesystem=fs, columns=["sample_id", "latent", "error", "autoencoder_id"])
-    ids, latents, errors, ae_ids = [], [], {}, set()
-    for sid, blob, err, ae_id in zip(*(table.column(c).to_pylist() for c in table.column_names), strict=True):
-        if err:
-            errors[sid] = err
-            continue
-        ids.append(sid)
-        ae_ids.add(ae_id)
-        latents.append(np.frombuffer(blob, dtype=np.float16).reshape(latent_shape))
-    order = sorted(range(len(ids)), key=ids.__getitem__)  # shard order depends on scheduling; results must not
-    ids = [ids[i] for i in order]
-    latents = [latents[i] for i in order]
-    stacked = np.stack(latents).astype(np.float32) if latents else np.zeros((0, *latent_shape), np.float32)
-    return ids, stacked, dict(sorted(errors.items())), ",".join(sorted(ae_ids))
-
-
-__all__ = ["EncodeActor", "encode_in_process", "encode_with_ray", "init_ray", "read_latents"]
+__all__ = ["EncodeActor", "encode_in_process", "encode_with_ray", "init_ray"]

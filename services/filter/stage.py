@@ -23,10 +23,11 @@ import pyarrow as pa
 from diffcxr import manifest, storage
 from diffcxr.config import DiffCXRConfig
 from diffcxr.constants import STATUS_FILTERED, STATUS_KEPT, STATUS_QUARANTINED
+from diffcxr.contracts.latents import read_latents
 from diffcxr.errors import DataError
 from diffcxr.stages import StageDir, content_key
 from diffcxr.tracking import Tracker
-from services.filter.encode import encode_with_ray, init_ray, read_latents
+from services.filter.encode import encode_with_ray, init_ray
 from services.filter.lnfs import run_lnfs
 from services.filter.report import detection_metrics, embedding_figure, image_grid
 

@@ -123,7 +123,7 @@ def _champion_metrics(
         return {m: _from_tag(tags.get(f"eval.{m}")) for m in COMPARED}
     if not cfg.promotion.reevaluate_champion:
         return None
-    from services.eval import stage as eval_stage
+    from services.eval import run_eval
 
     log.info("champion %s v%s has no result on evaluation set %s: evaluating it now", name, version, set_id)
     target = storage.join(out, f"champion-v{version}")
@@ -132,7 +132,7 @@ def _champion_metrics(
         for uri in storage.list_files(classifier):
             storage.copy(uri, storage.join(target, "classifier", uri[len(classifier) :].lstrip("/")))
     quick = cfg.eval.model_copy(update={"downstream": False, "variants": [], "without_adapter": False})
-    outcome = eval_stage.run(cfg.model_copy(update={"eval": quick}), None, model=f"models:/{name}/{version}",
+    outcome = run_eval(cfg.model_copy(update={"eval": quick}), None, model=f"models:/{name}/{version}",
                              out_uri=target)  # fmt: skip
     results = outcome["summary"]
     if eval_set_id(results) != set_id:

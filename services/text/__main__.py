@@ -6,7 +6,8 @@ inside a job, Ray Train and Ray Data join the job's cluster.
 
 import sys
 
-from diffcxr.cli import main
+from diffcxr.cliargs import single_service_cli
+from services.text.cli import add_commands
 
 if __name__ == "__main__":
-    raise SystemExit(main(["text", *sys.argv[1:]]))
+    raise SystemExit(single_service_cli("python -m services.text", add_commands, ["text", *sys.argv[1:]]))

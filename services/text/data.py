@@ -19,9 +19,9 @@ import numpy as np
 
 from diffcxr import storage
 from diffcxr.config import DiffCXRConfig
+from diffcxr.contracts.images import read_and_decode
 from diffcxr.errors import DataError
 from diffcxr.raycluster import map_with_actor_pool
-from services.filter.encode import read_and_decode
 from services.text.embed import embedding_items
 
 #: Materialise the prepared training set when it is smaller than this.

@@ -19,17 +19,14 @@ differently at another thread count, and actors run at ``ray.actor_threads``.
 
 from __future__ import annotations
 
-import hashlib
 import io
-import json
 import logging
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import pyarrow.parquet as pq
 
 from diffcxr import storage
+from diffcxr.contracts.embeddings import sentence_id
 from diffcxr.labeling.sentences import NO_FINDING_SENTENCE
 
 log = logging.getLogger(__name__)
@@ -37,10 +34,6 @@ log = logging.getLogger(__name__)
 
 #: The columns an embeddings row keeps from its input row.
 ID_COLUMNS = ("kind", "key", "sentence_id")
-
-
-def sentence_id(sentence: str) -> str:
-    return hashlib.sha256(sentence.encode("utf-8")).hexdigest()[:16]
 
 
 def embedding_items(rows: list[dict[str, Any]], sentences: dict[str, str]) -> list[dict[str, Any]]:
@@ -138,50 +131,3 @@ def write_unconditional(out_uri: str, uncond: np.ndarray) -> str:
     return uri
 
 
-@dataclass
-class Embeddings:
-    """What the diffusion stage reads: contexts by sample, by disease sentence, and the unconditional one."""
-
-    sample_ids: list[str]
-    contexts: np.ndarray  # (N, K, d) float16, row i ↔ sample_ids[i]
-    features: np.ndarray  # (N, E) float16
-    sentence_of: dict[str, str]  # sample_id → sentence_id
-    sentences: dict[str, np.ndarray]  # sentence_id → (K, d) float16
-    sentence_features: dict[str, np.ndarray]
-    unconditional: np.ndarray  # (K, d) float32
-    meta: dict[str, Any]
-    truncated: dict[str, bool]
-
-    def index(self) -> dict[str, int]:
-        return {sid: i for i, sid in enumerate(self.sample_ids)}
-
-
-def read_table(uri: str) -> Any:
-    """The raw embeddings table (both kinds) under an embeddings folder URI."""
-    fs, path = storage.resolve(storage.join(uri, "table"))
-    return pq.read_table(path, filesystem=fs)
-
-
-def read_embeddings(uri: str) -> Embeddings:
-    """Load everything under an embeddings folder URI (reports sorted by sample id)."""
-    meta = json.loads(storage.read_text(storage.join(uri, "embeddings.json")))
-    shape = tuple(meta["context_shape"])
-    table = read_table(uri).sort_by("key").to_pylist()
-    reports = [r for r in table if r["kind"] == "report"]
-    sentences = [r for r in table if r["kind"] == "sentence"]
-
-    def context(blob: bytes) -> np.ndarray:
-        return np.frombuffer(blob, np.float16).reshape(shape)
-
-    uncond = np.load(io.BytesIO(storage.read_bytes(storage.join(uri, "unconditional.npy"))))
-    return Embeddings(
-        sample_ids=[r["key"] for r in reports],
-        contexts=np.stack([context(r["context"]) for r in reports]),
-        features=np.stack([np.frombuffer(r["feature"], np.float16) for r in reports]),
-        sentence_of={r["key"]: r["sentence_id"] for r in reports},
-        sentences={r["key"]: context(r["context"]) for r in sentences},
-        sentence_features={r["key"]: np.frombuffer(r["feature"], np.float16) for r in sentences},
-        unconditional=uncond,
-        meta=meta,
-        truncated={r["key"]: bool(r["truncated"]) for r in reports},
-    )

@@ -8,8 +8,8 @@ import numpy as np
 import torch
 
 from diffcxr.constants import EVAL_DISEASES
+from diffcxr.contracts.images import read_and_decode
 from diffcxr.labeling.sentences import disease_sentence
-from services.filter.encode import read_and_decode
 from services.text.model import ReportEncoder
 from services.text.retrieval import retrieval_metrics, sentence_auc
 

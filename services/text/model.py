@@ -2,14 +2,14 @@
 
 ``ReportEncoder.encode(ids)`` returns the global token (aligned with images by
 the contrastive loss) and the context tokens (B, K, d) the denoiser attends to.
-A trained encoder is saved as a *bundle folder* — ``weights.pt``, ``text_model.json``
-(the exact open_clip kwargs and sizes) and ``hf/`` (tower config + tokenizer) —
-so it loads anywhere, offline, without the folders it was built from.
+A trained encoder is saved as a *bundle folder* — ``text_model.safetensors`` (towers + squeeze),
+``text_model.json`` (the exact open_clip kwargs and sizes, see :mod:`diffcxr.modelio`) and ``hf/``
+(tower config + tokenizer) — so it loads anywhere, offline, without the folders it was built from.
+Bundles of format ``diffcxr-text-v1`` (``weights.pt``, the spec flat in the JSON) still load.
 """
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 from typing import Any
@@ -18,14 +18,18 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from diffcxr import modelio
 from diffcxr.config import TextConfig
 from diffcxr.errors import ConfigError
-from diffcxr.hashing import sha256_file
 from services.text.encoder import IMAGE_MEAN, IMAGE_STD, TOKENIZER_FILES, build_clip, clip_config, vision_size
 from services.text.squeeze import InformationSqueeze
 from services.text.tokenizer import ReportTokenizer
 
-BUNDLE_FORMAT = "diffcxr-text-v1"
+BUNDLE_FORMAT = "diffcxr-text-v2"  # v2: safetensors + modelio JSON; an older diffcxr refuses it by name
+LEGACY_FORMAT = "diffcxr-text-v1"  # weights.pt and the spec flat in text_model.json: still loads
+SPEC_NAME, LEGACY_WEIGHTS = "text_model", "weights.pt"
+#: spec keys also kept at the top of text_model.json: the stages and the registry read them without a model.
+SUMMARY_KEYS = ("format", "encoder", "context_length", "hidden_dim", "squeeze_tokens", "embed_dim", "image_size")
 TRAIN_PARTS = ("squeezer", "squeezer+heads", "squeezer+text", "all")
 #: ``pad_states`` of a bundle whose tower runs each report at its own length (zeros at padding positions).
 PAD_STATES_ZERO = "zero"
@@ -200,28 +204,28 @@ class ReportEncoder(nn.Module):
 
     # ------------------------------------------------------------------ bundles
     def save_bundle(self, folder: str | Path) -> Path:
-        """Write ``weights.pt``, ``text_model.json`` and ``hf/`` into ``folder``."""
+        """Write ``text_model.safetensors``, ``text_model.json`` and ``hf/`` into ``folder``."""
         folder = Path(folder)
         hf = folder / "hf"
         hf.mkdir(parents=True, exist_ok=True)
         for name in ("config.json", *TOKENIZER_FILES):
             if (self.hf_dir / name).is_file() and self.hf_dir.resolve() != hf.resolve():
                 shutil.copyfile(self.hf_dir / name, hf / name)
-        torch.save(self.state_dict(), folder / "weights.pt")
-        spec = {**self.spec, "weights_sha256": sha256_file(folder / "weights.pt")}
-        (folder / "text_model.json").write_text(json.dumps(spec, indent=2, sort_keys=True))
-        return folder
+        spec = {**self.spec, "format": BUNDLE_FORMAT}  # a reloaded v1 bundle is written as v2
+        summary = {k: spec[k] for k in SUMMARY_KEYS}
+        return modelio.save(self, folder, SPEC_NAME, spec, summary, legacy=LEGACY_WEIGHTS)
 
     @classmethod
     def load_bundle(cls, folder: str | Path) -> ReportEncoder:
+        """The encoder of a bundle folder (v2, or v1 with ``weights.pt``) in eval mode, weights verified."""
         folder = Path(folder)
-        try:
-            spec = json.loads((folder / "text_model.json").read_text())
-        except (OSError, json.JSONDecodeError) as exc:
-            raise ConfigError(f"'{folder}' is not a text-model bundle: {exc}") from None
-        if spec.get("format") != BUNDLE_FORMAT:
+        if not (folder / f"{SPEC_NAME}.json").is_file():
+            raise ConfigError(f"'{folder}' is not a text-model bundle (no {SPEC_NAME}.json)")
+        spec = modelio.read_spec(folder, SPEC_NAME)
+        if spec.get("format") not in (BUNDLE_FORMAT, LEGACY_FORMAT):
             raise ConfigError(f"'{folder}' has bundle format {spec.get('format')!r}, expected {BUNDLE_FORMAT}")
-        clip = build_clip(spec["clip"], folder / "hf", pretrained_text=False)
-        model = cls(clip, {k: v for k, v in spec.items() if k != "weights_sha256"}, folder / "hf")
-        model.load_state_dict(torch.load(folder / "weights.pt", map_location="cpu", weights_only=True))
-        return model.eval()
+        legacy = spec["format"] == LEGACY_FORMAT  # v1 kept the spec flat beside its sha256
+        config = {k: v for k, v in spec.items() if k != "weights_sha256"} if legacy else spec["config"]
+        state, _ = modelio.load_state(folder, SPEC_NAME, legacy=LEGACY_WEIGHTS)
+        clip = build_clip(config["clip"], folder / "hf", pretrained_text=False)
+        return modelio.fill(cls(clip, config, folder / "hf"), state, f"'{folder}' (text model)")

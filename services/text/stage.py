@@ -23,21 +23,16 @@ import torch
 
 from diffcxr import manifest, storage
 from diffcxr.config import DiffCXRConfig
-from diffcxr.constants import CHEXPERT_LABELS, STATUS_KEPT
+from diffcxr.constants import CHEXPERT_LABELS
+from diffcxr.contracts.embeddings import read_table, sentence_id
 from diffcxr.errors import ConfigError, DataError
 from diffcxr.labeling.sentences import NO_FINDING_SENTENCE
+from diffcxr.modelrefs import resolve_model_folder
 from diffcxr.raycluster import init_ray
 from diffcxr.stages import StageDir, content_key
 from diffcxr.tracking import Tracker
 from services.text.data import states_of, text_is_frozen, tower_pass
-from services.text.embed import (
-    embed_with_ray,
-    embedding_items,
-    read_table,
-    sentence_id,
-    unconditional_of,
-    write_unconditional,
-)
+from services.text.embed import embed_with_ray, embedding_items, unconditional_of, write_unconditional
 from services.text.evaluate import evaluate, features_from_states, load_pairs, tower_states
 from services.text.model import ReportEncoder
 from services.text.train import load_partial_state, train
@@ -61,19 +56,10 @@ def stage_key(cfg: DiffCXRConfig, manifest_bytes: bytes) -> str:
 
 
 def kept_rows(table: Any) -> list[dict[str, Any]]:
-    rows = [r for r in table.to_pylist() if r["status"] == STATUS_KEPT]
+    rows = manifest.kept_rows(table)
     if not rows:
         raise DataError("the manifest has no kept rows to train or embed")
     return rows
-
-
-def heldout_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Test split (val when there is no test split) rows with images: the retrieval benchmark."""
-    for split in ("test", "val"):
-        chosen = [r for r in rows if r["split"] == split and r["image_uri"]]
-        if chosen:
-            return chosen
-    return []
 
 
 # --------------------------------------------------------------------------- train
@@ -245,7 +231,7 @@ def run_train(
     shared = tower_pass(rows, disease_sentences(rows), cfg, make_init_bundle(cfg, storage.join(out, "init"), key))
     trained = train_text(cfg, rows, out, key, tracker, num_workers, crash_after_step, kill_after_step, shared)
     model, outcome = trained["model"], trained["outcome"]
-    heldout, images = load_pairs(heldout_rows(rows), cfg.data.image_size)
+    heldout, images = load_pairs(manifest.heldout_rows(rows, with_image=True), cfg.data.image_size)
     evaluation = {}
     if heldout:
         baseline = ReportEncoder.load_bundle(storage.get_folder(trained["init_uri"]))
@@ -400,17 +386,4 @@ def load_registered(tracker: Tracker, alias_or_version: str | int, name: str = M
 
 def resolve_model(ref: str, tracker: Tracker | None = None) -> str:
     """A bundle folder URI from ``ref``: a folder/URI, or ``models:/diffcxr-text@alias`` / ``models:/name/3``."""
-    if not ref.startswith("models:/"):
-        if not storage.exists(storage.join(ref, "text_model.json")):
-            raise DataError(f"'{ref}' is not a text-model bundle (no text_model.json)")
-        return ref
-    body = ref[len("models:/") :]
-    name, _, version = body.partition("/") if "@" not in body else (body.split("@")[0], "", body.split("@")[1])
-    if not name or not version:
-        raise DataError(f"model reference '{ref}' must look like models:/NAME@ALIAS or models:/NAME/VERSION")
-    tracker = tracker or Tracker()
-    folder = tracker.download_bundle(name, int(version) if version.isdigit() else version)
-    spec = next(folder.rglob("text_model.json"), None)
-    if spec is None:
-        raise DataError(f"registered model '{ref}' holds no text_model.json")
-    return str(spec.parent)
+    return resolve_model_folder(ref, "text_model.json", "text-model bundle", tracker, local=False)
