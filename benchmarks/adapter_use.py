@@ -45,9 +45,9 @@ from diffusers.training_utils import EMAModel  # noqa: E402
 from diffusion_flops import record_header  # noqa: E402
 
 from diffcxr.config import load_config  # noqa: E402
+from diffcxr.contracts.outputs import to_uint8  # noqa: E402
 from services.diffusion.adapter import AdaptedUViT  # noqa: E402
 from services.diffusion.objective import denoising_loss  # noqa: E402
-from services.diffusion.parts import to_uint8  # noqa: E402
 from services.diffusion.sampling import sample_latents  # noqa: E402
 from services.diffusion.schedulers import schedule_of, training_scheduler  # noqa: E402
 from services.diffusion.uvit import init_weights  # noqa: E402

@@ -45,10 +45,11 @@ from diffusion_flops import record_header  # noqa: E402
 
 from diffcxr.config import load_config  # noqa: E402
 from diffcxr.contracts.embeddings import read_embeddings, sentence_id  # noqa: E402
+from diffcxr.contracts.outputs import to_uint8  # noqa: E402
 from diffcxr.labeling.sentences import NO_FINDING_SENTENCE  # noqa: E402
 from services.diffusion.data import build_training_set, decode_batch  # noqa: E402
 from services.diffusion.objective import denoising_loss  # noqa: E402
-from services.diffusion.parts import DecoderPart, to_uint8  # noqa: E402
+from services.diffusion.parts import DecoderPart  # noqa: E402
 from services.diffusion.sampling import sample_latents  # noqa: E402
 from services.diffusion.schedulers import schedule_of, training_scheduler  # noqa: E402
 from services.diffusion.uvit import UViT, uvit_config  # noqa: E402

@@ -110,6 +110,12 @@ class PromotionConfig(Section):
     )
 
 
+def _threads_field(process: str, why: str) -> Any:
+    """A ``threads_per_*`` field: torch threads in each such process, null = its CPU reservation."""
+    text = f"torch threads in each {process} (null: its CPU reservation, at least 1). {why}"
+    return Field(None, ge=1, description=text)
+
+
 def _capped(threads: int | None, processes: int) -> int:
     """``threads`` (null: all) capped at this machine's cores shared by ``processes``, at least 1."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
@@ -121,20 +127,17 @@ class RayConfig(Section):
     address: str | None = Field(None, description="Ray address; null = the job's cluster or a local one.")
     num_workers: int = Field(2, ge=1, description="Ray Train workers.")
     cpus_per_worker: float = Field(1.0, gt=0)
-    threads_per_worker: int | None = Field(
-        None,
-        ge=1,
-        description="torch threads in each Ray Train worker (null: its CPU reservation, at least 1). A lone worker "
-        "on a small machine may use every core while it reserves fewer, leaving room for Ray Data's feeding.",
+    threads_per_worker: int | None = _threads_field(
+        "Ray Train worker",
+        "A lone worker on a small machine may use every core while it reserves fewer, leaving room for Ray Data's "
+        "feeding.",
     )
     use_gpu: bool = False
     data_pool_size: int = Field(1, ge=1, description="Ray Data actor-pool size for encoding/generation.")
     data_cpus_per_actor: float = Field(0.5, gt=0)
-    threads_per_actor: int | None = Field(
-        None,
-        ge=1,
-        description="torch threads in each Ray Data actor (encode, embed, generate; null: its CPU reservation, at "
-        "least 1). A lone actor reserving half a CPU ran its model on one thread while the other core idled.",
+    threads_per_actor: int | None = _threads_field(
+        "Ray Data actor (encode, embed, generate)",
+        "A lone actor reserving half a CPU ran its model on one thread while the other core idled.",
     )
 
     train_niceness: int | None = Field(
@@ -426,6 +429,13 @@ class EvalVariant(Section):
     dkim: bool = Field(description="Disease-knowledge adapter used at sampling.")
 
 
+ClassifierKind = Literal["xrv-densenet121-res224-all", "own-densenet121"]
+CLASSIFIER_HELP = (
+    "Reference classifier: torchxrayvision's densenet121-res224-all (needs its weights) or our DenseNet-121 trained "
+    "on the real train images of this dataset with Ray Train."
+)
+
+
 class EvalConfig(Section):
     """What the eval service measures and how: generation for held-out reports, the reference classifier,
     FID, per-disease AUC, compute and latency, the ablation and downstream tables."""
@@ -435,11 +445,7 @@ class EvalConfig(Section):
     steps: int | None = Field(None, ge=1, le=1000, description="Sampler steps (null = the bundle's default).")
     guidance: float | None = Field(None, ge=0, le=30, description="Guidance scale (null = the bundle's default).")
     batch_size: int = Field(8, ge=1, description="Reports per generation batch in the Ray Data job.")
-    classifier: Literal["xrv-densenet121-res224-all", "own-densenet121"] = Field(
-        "own-densenet121",
-        description="Reference classifier: torchxrayvision's densenet121-res224-all (needs its weights) or our "
-        "DenseNet-121 trained on the real train images of this dataset with Ray Train.",
-    )
+    classifier: ClassifierKind = Field("own-densenet121", description=CLASSIFIER_HELP)
     classifier_weights: str | None = Field(
         None, description="xrv: the .pt file (or its folder); own: a trained classifier folder to reuse."
     )

@@ -7,10 +7,13 @@ resolver here means a reference that works in one place works in all, with the s
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from diffcxr import storage
 from diffcxr.errors import DataError
-from diffcxr.tracking import Tracker
+
+if TYPE_CHECKING:  # MLflow loads only where a registry is used (the serving ingress parses refs without it)
+    from diffcxr.tracking import Tracker
 
 PREFIX = "models:/"
 
@@ -46,7 +49,11 @@ def resolve_model_folder(
         return ref
     name, alias_or_version = parse_model_ref(ref)
     version: str | int = int(alias_or_version) if alias_or_version.isdigit() else alias_or_version
-    spec = next((tracker or Tracker()).download_bundle(name, version).rglob(marker), None)
+    if tracker is None:
+        from diffcxr.tracking import Tracker
+
+        tracker = Tracker()
+    spec = next(tracker.download_bundle(name, version).rglob(marker), None)
     if spec is None:
         raise DataError(f"registered model '{ref}' holds no {marker}")
     return str(Path(spec).parent)

@@ -1,20 +1,26 @@
-"""One way to launch a Ray Train fit: the text and diffusion stages share it.
+"""The one Ray Train harness: the text, diffusion and eval-classifier trainers all use it.
 
-``fit`` builds the ``TorchTrainer`` (workers and CPUs from ``cfg.ray``,
-checkpoints under a storage URI, local or ``s3://``), runs it, turns a worker's
-error into one line the user can act on, and returns the last checkpoint's
-``state.pt``. Re-running with the same ``run_name`` and storage resumes from
+Driver side, ``fit`` builds the ``TorchTrainer`` (workers and CPUs from ``cfg.ray``, checkpoints under a
+storage URI, local or ``s3://``), runs it, turns a worker's error into one line the user can act on, and
+returns the last checkpoint's ``state.pt``. Re-running with the same ``run_name`` and storage resumes from
 that checkpoint (Ray Train restores it into ``train.get_checkpoint()``).
+
+Worker side, :class:`TrainSession` does what every loop shares: threads, resume, step and history
+bookkeeping, throughput, the rank-0 checkpoint behind a reporting barrier, and the test fault hooks
+(:mod:`diffcxr.faults`). A loop keeps only its model, optimiser and loss.
 """
 
 from __future__ import annotations
 
+import os
+import signal
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from diffcxr import storage
+from diffcxr import faults, storage
 from diffcxr.errors import DiffCXRError
 
 STATE_FILE = "state.pt"
@@ -36,8 +42,10 @@ def fit(
     what: str,
     num_workers: int | None = None,
     max_failures: int = 0,
+    fault_name: str | None = None,
 ) -> tuple[dict[str, Any], dict[str, Any], float]:
-    """(state of the last checkpoint, last reported metrics, seconds) of one fit or resumed fit."""
+    """(state of the last checkpoint, last reported metrics, seconds) of one fit or resumed fit.
+    ``fault_name`` names the fit in ``DIFFCXR_FAULTS`` (default: ``what``)."""
     import torch
     from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
@@ -47,7 +55,7 @@ def fit(
         Path(path).mkdir(parents=True, exist_ok=True)
     trainer = TorchTrainer(
         loop,
-        train_loop_config=loop_config,
+        train_loop_config={**loop_config, "faults": faults.plan_for(fault_name or what)},
         scaling_config=ScalingConfig(
             num_workers=num_workers or cfg.ray.num_workers,
             use_gpu=cfg.ray.use_gpu,
@@ -111,3 +119,75 @@ def root_cause(exc: BaseException) -> str:
         if "Error" in line or "error" in line or "diverged" in line:
             return line.strip()[:400]
     return (lines[-1] if lines else type(exc).__name__)[:400]
+
+
+class TrainSession:
+    """One worker's side of a fit: built first thing in a train loop from its loop config.
+
+    After construction, :attr:`restored` is the checkpoint's state when the fit resumes (the loop loads its
+    model, optimiser and schedule from it), and :attr:`step` / :attr:`history` continue from it."""
+
+    def __init__(self, config: dict[str, Any]) -> None:
+        import ray.train
+        import torch
+
+        ctx = ray.train.get_context()
+        self.rank, self.world = ctx.get_world_rank(), ctx.get_world_size()
+        torch.set_num_threads(config["threads"])
+        self.faults: dict[str, int] = config.get("faults") or {}
+        self.restored: dict[str, Any] | None = None
+        self.step, self.history, starts = 0, [], []
+        checkpoint = ray.train.get_checkpoint()
+        if checkpoint:
+            with checkpoint.as_directory() as folder:
+                self.restored = torch.load(Path(folder, STATE_FILE), map_location="cpu", weights_only=False)
+            self.step, self.history = self.restored["step"], self.restored["history"]
+            starts = self.restored.get("starts", [])
+        self.resumed_from = self.step
+        self.starts = [*starts, self.step]  # the step each attempt started at: [0] on a first attempt
+        self._first_step: float | None = None
+        self._samples = 0
+
+    def record(self, loss: float, samples: int, **extra: Any) -> dict[str, Any]:
+        """Count one finished step of ``samples`` images over all workers; its metrics record (rank 0 keeps
+        the history). Throughput leaves out the first step (warm-up, lazy init)."""
+        self.step += 1
+        if self._first_step is None:
+            self._first_step = time.perf_counter()
+        else:
+            self._samples += samples
+        record = {"step": self.step, "loss": loss, **extra}
+        if self._samples:
+            record["samples_per_second"] = self._samples / max(time.perf_counter() - self._first_step, 1e-9)
+        if self.rank == 0:
+            self.history.append(record)
+        return record
+
+    def checkpoint(self, record: dict[str, Any], state: Callable[[], dict[str, Any]]) -> None:
+        """Every worker reports (a barrier); rank 0 attaches ``state()`` with the step bookkeeping. Then the
+        crash/kill fault hooks, if planned for this step."""
+        import ray.train
+        import torch
+
+        if self.rank != 0:
+            ray.train.report(dict(record))
+        else:
+            with tempfile.TemporaryDirectory() as folder:
+                full = {**state(), "step": self.step, "history": self.history, "starts": self.starts}
+                torch.save(full, Path(folder, STATE_FILE))
+                ray.train.report(dict(record), checkpoint=ray.train.Checkpoint.from_directory(folder))
+        if self.faults.get("crash_after_step") == self.step and self.resumed_from < self.step:
+            let_controller_register_checkpoint()
+            raise RuntimeError(f"injected crash after step {self.step} (fault-injection test hook)")
+        if self.faults.get("kill_after_step") == self.step and len(self.starts) == 1 and self.rank == 0:
+            let_controller_register_checkpoint()
+            os.kill(os.getpid(), signal.SIGKILL)  # a worker process dying, as an OOM kill would
+
+    def poison(self, params: list[Any]) -> None:
+        """Fault hook: after the planned step, the weights become NaN (the next loss is non-finite)."""
+        if self.faults.get("poison_after_step") == self.step:
+            import torch
+
+            with torch.no_grad():
+                params[0].fill_(float("nan"))
+

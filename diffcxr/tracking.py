@@ -201,6 +201,12 @@ class Tracker:
                 self.log_params(params)
             yield active
 
+    def worker_target(self) -> dict[str, str] | None:
+        """Where a Ray Train worker logs its step metrics: this server and the active run (None outside one).
+        Workers get it as plain data and open their own client (:func:`worker_client`)."""
+        active = mlflow.active_run()
+        return {"uri": self.tracking_uri, "run_id": active.info.run_id} if active else None
+
     def log_params(self, params: Mapping[str, Any]) -> None:
         flat = flatten(params)
         items = list(flat.items())

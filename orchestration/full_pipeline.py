@@ -14,12 +14,12 @@ Progress lines carry an ETA; the parent run ends with the row accounting
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import signal
 import sys
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +28,8 @@ if __package__ in (None, ""):  # run as a script by `ray job submit`
 
 from diffcxr.config import DiffCXRConfig, add_config_arguments, load_config
 from diffcxr.env import apply_defaults
-from diffcxr.errors import DiffCXRError, TrackingError
+from diffcxr.errors import DataError, DiffCXRError, TrackingError
+from diffcxr.stages import StageCall, StageDir
 from diffcxr.storage import configure_s3
 from diffcxr.tracking import Tracker, is_unreachable
 from orchestration.accounting import row_accounting
@@ -36,58 +37,50 @@ from orchestration.progress import Progress
 
 log = logging.getLogger("diffcxr.pipeline")
 
-StageFn = Callable[[DiffCXRConfig, Tracker, bool], dict[str, Any]]
-
-
-def _data_stage(cfg: DiffCXRConfig, tracker: Tracker, force: bool) -> dict[str, Any]:
-    from services.data import stage
-
-    return stage.run(cfg, tracker, force=force)
-
-
-def _filter_stage(cfg: DiffCXRConfig, tracker: Tracker, force: bool) -> dict[str, Any]:
-    from services.filter import stage
-
-    return stage.run(cfg, tracker, force=force)
-
-
-def _text_stage(cfg: DiffCXRConfig, tracker: Tracker, force: bool) -> dict[str, Any]:
-    from services.text import stage
-
-    return stage.run(cfg, tracker, force=force)
-
-
-def _diffusion_stage(cfg: DiffCXRConfig, tracker: Tracker, force: bool) -> dict[str, Any]:
-    """U-ViT, then the disease-knowledge adapter, then the generator bundle (one stage: the adapter is
-    meaningless without the U-ViT it was copied from)."""
-    from services.diffusion import stage
-
-    return stage.run(cfg, tracker, force=force)
-
-
-def _eval_stage(cfg: DiffCXRConfig, tracker: Tracker, force: bool) -> dict[str, Any]:
-    """FID, per-disease AUC, compute, latency and the paper's tables for the generator just trained."""
-    from services.eval import stage
-
-    return stage.run(cfg, tracker, force=force)
-
-
-def _register_stage(cfg: DiffCXRConfig, tracker: Tracker, force: bool) -> dict[str, Any]:
-    """The promotion gate: champion if the eval beats the current champion's, else challenger."""
-    from services.register import stage
-
-    return stage.run(cfg, tracker, force=force)
-
-
-#: Every stage in order.
-STAGES: dict[str, StageFn] = {
-    "data": _data_stage,
-    "filter": _filter_stage,
-    "text": _text_stage,
-    "diffusion": _diffusion_stage,
-    "eval": _eval_stage,
-    "register": _register_stage,
+#: What feeds what: each stage's inputs by name, as (the stage that produces it, that stage's output). FOLDER is
+#: a producer's whole output folder (the gate reads its markers: what was registered and evaluated). This table
+#: is the pipeline's graph; every stage runs as ``services.<stage>.stage.run(cfg, tracker, inputs, force=...)``.
+FOLDER = "folder"
+WIRING: dict[str, dict[str, tuple[str, str]]] = {
+    "data": {},
+    "filter": {"manifest": ("data", "manifest")},
+    "text": {"manifest": ("filter", "manifest")},
+    "diffusion": {
+        "manifest": ("filter", "manifest"),
+        "latents": ("filter", "latents"),
+        "embeddings": ("text", "embeddings"),
+        "text_model": ("text", "model"),
+    },
+    "eval": {"manifest": ("filter", "manifest"), "model": ("diffusion", "generator")},
+    "register": {"text": ("text", FOLDER), "diffusion": ("diffusion", FOLDER), "eval": ("eval", FOLDER)},
 }
+#: Every stage, in order.
+STAGES: list[str] = list(WIRING)
+
+
+def stage_inputs(name: str, cfg: DiffCXRConfig, produced: dict[str, dict[str, Any]]) -> dict[str, str]:
+    """The URIs ``name`` reads: from the producers' results in this run, else from their markers in the run
+    folder (a run started ``--from`` a later stage); a producer that never completed there is named."""
+    inputs = {}
+    for input_name, (producer, output) in WIRING[name].items():
+        folder = StageDir(cfg.run_root, producer)
+        if output == FOLDER:
+            inputs[input_name] = folder.uri
+            continue
+        outputs = produced.get(producer) or (folder.marker() or {}).get("outputs", {})
+        if output not in outputs:
+            raise DataError(
+                f"stage '{name}' reads the {producer} stage's {output}, and {producer} has not completed under "
+                f"{cfg.run_root}: run it first (--from {producer})"
+            )
+        inputs[input_name] = outputs[output]
+    return inputs
+
+
+def run_stage(name: str, cfg: DiffCXRConfig, tracker: Tracker, inputs: dict[str, str], force: bool) -> dict[str, Any]:
+    """One stage through its service's uniform entry point."""
+    stage = importlib.import_module(f"services.{name}.stage")
+    return stage.run(cfg, StageCall(tracker, inputs, force=force))
 
 
 def select_stages(only: str | None, start: str | None, stop: str | None = None) -> list[str]:
@@ -153,7 +146,7 @@ def run_pipeline(cfg: DiffCXRConfig, stages: list[str], force: bool = False) -> 
                 started = time.time()
                 with progress.stage(prefix, name), tracker.run(name, nested=True,
                                                                tags={**tags, "diffcxr.stage": name}):  # fmt: skip
-                    result = STAGES[name](cfg, tracker, force)
+                    result = run_stage(name, cfg, tracker, stage_inputs(name, cfg, outcomes), force)
                     seconds = time.time() - started
                     tracker.log_metrics({f"{name}.seconds": seconds})
                     tracker.set_tags({"diffcxr.skipped": str(result.get("skipped", False)).lower()})

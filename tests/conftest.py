@@ -53,7 +53,7 @@ def _rank(item: pytest.Item) -> int:
 #: Modules that start no Ray process (checked by reading them: no cluster, Ray Data, Train or Serve), so they
 #: may run beside the ``exclusive`` tests. A test here that starts Ray would meet their ``ray stop``.
 NO_RAY = {
-    "test_config.py", "test_infra.py", "test_iu_xray.py", "test_labeler.py", "test_labeler_cases.py",
+    "test_config.py", "test_house.py", "test_infra.py", "test_iu_xray.py", "test_labeler.py", "test_labeler_cases.py",
     "test_manifest.py", "test_manifests.py", "test_mimic.py", "test_phantom.py", "test_phantom_learnability.py",
     "test_storage.py", "test_table_ii_plan.py", "test_taef2.py",
 }  # fmt: skip

@@ -17,7 +17,7 @@ import torch
 from diffcxr import storage
 from diffcxr.config import DiffusionConfig, load_config
 from diffcxr.errors import DataError, DiffCXRError
-from diffcxr.stages import MARKER, StageDir
+from diffcxr.stages import MARKER, StageCall, StageDir
 from services.diffusion.adapter import AdaptedUViT
 from services.diffusion.sampling import check_request, sample_latents
 from services.diffusion.schedulers import schedule_of
@@ -280,11 +280,13 @@ def test_two_stage_training_crash_resume_registry_and_seeded_generation(
     cfg = _cfg(upstream, f"tracking.uri={mlflow_server}", "ray.num_workers=2", "ray.cpus_per_worker=0.5")
     out = StageDir(cfg.run_root, stage.STAGE).uri  # the run folder: trained once here, the skip checked at the end
     tracker = Tracker(mlflow_server, experiment_name)
-    with tracker.run("crash"), pytest.raises(DiffCXRError, match="injected crash after step 3.*re-run"):
-        stage.run(cfg, tracker, crash_after_step={"uvit": 3})
+    with pytest.MonkeyPatch.context() as faults, tracker.run("crash"):
+        faults.setenv("DIFFCXR_FAULTS", json.dumps({"uvit": {"crash_after_step": 3}}))
+        with pytest.raises(DiffCXRError, match="injected crash after step 3.*re-run"):
+            stage.run(cfg, StageCall(tracker))
     assert not storage.exists(storage.join(out, MARKER))  # no marker after a crash: the re-run resumes
     with tracker.run("resume") as run:
-        result = stage.run(cfg, tracker)
+        result = stage.run(cfg, StageCall(tracker))
     summary = result["summary"]
     assert summary["uvit"]["resumed_from_step"] == 3 and summary["uvit"]["trained_steps"] == 6
     assert summary["adapter"]["trained_steps"] == 4 and summary["adapter"]["resumed_from_step"] == 0
@@ -327,7 +329,7 @@ def test_two_stage_training_crash_resume_registry_and_seeded_generation(
     assert not np.array_equal(again[0].pixels, again[1].pixels)
 
     # the stage is current now: a re-run is skipped
-    assert stage.run(cfg, tracker=None)["skipped"] is True
+    assert stage.run(cfg)["skipped"] is True
 
 
 def test_generate_cli_is_seeded_and_rejects_bad_settings(upstream: str, tmp_path: Path) -> None:
@@ -360,17 +362,20 @@ def test_the_same_config_trains_the_same_generator(upstream: str, tmp_path: Path
     from services.diffusion import stage
 
     base = ["diffusion.sample_every=100", "adapter.enabled=false"]  # the adapter reads the same way
-    runs = [stage.run(_cfg(upstream, *base, *extra), out_uri=str(tmp_path / name))["summary"]
+    runs = [stage.run(_cfg(upstream, *base, *extra), StageCall(out_uri=str(tmp_path / name)))["summary"]
             for name, extra in (("a", []), ("b", ["ray.train_niceness=null"]))]  # fmt: skip
     assert runs[0]["uvit"]["weights_sha256"] == runs[1]["uvit"]["weights_sha256"]
     assert runs[0]["uvit"]["worker_niceness"] == 0 and runs[1]["uvit"]["worker_niceness"] > 0, runs
 
 
-def test_a_diverging_loss_stops_training_naming_step_and_batch(upstream: str, tmp_path: Path) -> None:
+def test_a_diverging_loss_stops_training_naming_step_and_batch(
+    upstream: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from services.diffusion import stage
 
+    monkeypatch.setenv("DIFFCXR_FAULTS", json.dumps({"uvit": {"poison_after_step": 2}}))
     with pytest.raises(DiffCXRError, match=r"diverged: loss is nan at step 3 \(batch sample ids \['phantom:"):
-        stage.run(_cfg(upstream), out_uri=str(tmp_path / "nan"), poison_after_step={"uvit": 2})
+        stage.run(_cfg(upstream), StageCall(out_uri=str(tmp_path / "nan")))
 
 
 def test_latent_stats_standardise_each_channel_and_round_trip() -> None:

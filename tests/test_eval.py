@@ -13,6 +13,7 @@ from diffcxr import storage
 from diffcxr.config import load_config
 from diffcxr.constants import EVAL_DISEASES
 from diffcxr.errors import ConfigError, DataError, DiffCXRError
+from diffcxr.stages import StageCall
 from services.eval.labels import LabelPolicy, label_matrix, per_disease_auc
 from services.eval.stage import one_row_per_report
 
@@ -262,7 +263,7 @@ def test_eval_stage_writes_report_tables_and_mlflow_and_skips_when_current(
     manifest_uri = data_stage.run(cfg)["manifest"]
     tracker = Tracker(mlflow_server, experiment_name)
     with tracker.run("eval") as run:
-        out = stage.run(cfg, tracker, model=str(bundle), inputs={"manifest": manifest_uri})
+        out = stage.run(cfg, StageCall(tracker, {"model": str(bundle), "manifest": manifest_uri}))
     results = out["summary"]
     assert set(results["models"]) == {"model", "without adapter"}
     assert results["classifier"]["kind"] == "own-densenet121" and results["classifier"]["trained_steps"] == 6
@@ -300,7 +301,7 @@ def test_eval_stage_writes_report_tables_and_mlflow_and_skips_when_current(
     assert "eval.downstream.10pct.with_synthetic.mAUC" in logged.metrics
     assert {a.path for a in client.list_artifacts(run.info.run_id, "eval")} >= {"eval/report.html", "eval/figures"}
 
-    assert stage.run(cfg, None, model=str(bundle), inputs={"manifest": manifest_uri})["skipped"] is True
+    assert stage.run(cfg, StageCall(inputs={"model": str(bundle), "manifest": manifest_uri}))["skipped"] is True
 
 
 def test_a_model_that_does_not_resolve_is_named(tmp_path: Path, mlflow_server: str, experiment_name: str) -> None:
@@ -309,6 +310,6 @@ def test_a_model_that_does_not_resolve_is_named(tmp_path: Path, mlflow_server: s
 
     cfg = load_config("tiny", [f"project.run_root={tmp_path}"])
     with pytest.raises(DataError, match=f"model '{tmp_path}/nowhere' does not resolve"):
-        stage.run(cfg, None, model=f"{tmp_path}/nowhere")
+        stage.run(cfg, StageCall(inputs={"model": f"{tmp_path}/nowhere"}))
     with pytest.raises(DataError, match="model 'models:/no-such-model@champion' does not resolve"):
-        stage.run(cfg, Tracker(mlflow_server, experiment_name), model="models:/no-such-model@champion")
+        stage.run(cfg, StageCall(Tracker(mlflow_server, experiment_name), {"model": "models:/no-such-model@champion"}))

@@ -15,6 +15,7 @@ from diffcxr.autoencoders.frozen import SDVAEAutoencoder, load_autoencoder
 from diffcxr.config import load_config
 from diffcxr.contracts.images import UnreadableImage, decode_image
 from diffcxr.errors import ConfigError, StorageError
+from diffcxr.stages import StageCall
 from services.filter.lnfs import run_lnfs
 
 
@@ -172,7 +173,7 @@ def test_filter_stage_on_ray_data_quarantines_bad_files(tmp_path: Path, ray_loca
     cfg = load_config(
         "tiny", ["data.image_size=64", "filter.lae_steps=200", "filter.disc_steps=200", "filter.noisy_fraction=0.08"]
     )
-    out = stage.run(cfg, None, manifest_uri, str(tmp_path / "filtered"))
+    out = stage.run(cfg, StageCall(inputs={"manifest": manifest_uri}, out_uri=str(tmp_path / "filtered")))
     _check_filter_output(out, manifest_uri)
     assert storage.exists(str(tmp_path / "filtered" / "figures" / "embedding.png"))
     grid = Image.open(tmp_path / "filtered" / "figures" / "dropped_vs_kept.png")
@@ -187,7 +188,7 @@ def test_filter_disabled_scores_every_row_and_drops_none(tmp_path: Path, ray_loc
     manifest_uri = _dataset_with_bad_files(str(tmp_path / "data"))
     cfg = load_config("tiny", ["data.image_size=64", "filter.lae_steps=50", "filter.disc_steps=50",
                                "filter.noisy_fraction=0.08", "filter.enabled=false"])  # fmt: skip
-    out = stage.run(cfg, None, manifest_uri, str(tmp_path / "unfiltered"))
+    out = stage.run(cfg, StageCall(inputs={"manifest": manifest_uri}, out_uri=str(tmp_path / "unfiltered")))
     summary = out["summary"]
     assert summary["enabled"] is False and summary["counts"]["dropped"] == 0
     assert summary["counts"]["quarantined"] == 4  # unreadable images are still accounted for, never trained on
@@ -219,7 +220,7 @@ def test_filter_on_s3_with_figures_in_mlflow(
     )
     tracker = Tracker(mlflow_server, experiment_name)
     with tracker.run("filter") as run:
-        out = stage.run(cfg, tracker, manifest_uri, f"{s3_bucket}/filtered")
+        out = stage.run(cfg, StageCall(tracker, {"manifest": manifest_uri}, f"{s3_bucket}/filtered"))
     _check_filter_output(out, manifest_uri)
     assert out["manifest"].startswith(s3_bucket) and storage.exists(f"{s3_bucket}/filtered/figures/embedding.png")
     client = MlflowClient(mlflow_server)
@@ -234,7 +235,7 @@ def test_missing_manifest_fails_fast_naming_it(tmp_path: Path) -> None:
 
     missing = str(tmp_path / "nope" / "manifest.parquet")
     with pytest.raises(StorageError, match=f"cannot read '{missing}'"):
-        stage.run(load_config("tiny"), None, missing, str(tmp_path / "out"))
+        stage.run(load_config("tiny"), StageCall(inputs={"manifest": missing}, out_uri=str(tmp_path / "out")))
 
 
 def test_filter_module_entry_point_reports_errors_cleanly(tmp_path: Path) -> None:

@@ -116,7 +116,8 @@ def test_help_everywhere(group: str, capsys: pytest.CaptureFixture[str]) -> None
 
 
 def test_help_through_the_entry_point() -> None:
-    res = subprocess.run([sys.executable, "-m", "orchestration.cli", "pipeline", "--help"], capture_output=True, text=True)
+    command = [sys.executable, "-m", "orchestration.cli", "pipeline", "--help"]
+    res = subprocess.run(command, capture_output=True, text=True)
     assert res.returncode == 0 and "usage: diffcxr pipeline" in res.stdout
 
 

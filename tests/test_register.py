@@ -20,7 +20,7 @@ import pytest
 
 from diffcxr import storage
 from diffcxr.config import PromotionConfig, load_config
-from diffcxr.stages import StageDir
+from diffcxr.stages import StageCall, StageDir
 from diffcxr.tracking import Tracker
 from services.register import stage as register
 from services.register.gate import decide
@@ -97,7 +97,7 @@ def test_register_stage_in_a_real_registry(tmp_path: Path, mlflow_server: str, e
         cfg = load_config("tiny", [f"project.run_root={run_root}", f"tracking.uri={mlflow_server}",
                                    f"tracking.experiment={experiment_name}", *extra])  # fmt: skip
         with tracker.run("register"):
-            return register.run(cfg, tracker)
+            return register.run(cfg, StageCall(tracker))
 
     noise_root, noise = _trained_run(tmp_path, tracker, name, 0.4673, 9334.0)  # today's tiny: chance level
     outcome = gate(noise_root)
@@ -163,4 +163,4 @@ def test_register_refuses_results_of_another_model(tmp_path: Path, mlflow_server
     storage.write_text(results_uri, json.dumps({**results, "model": "s3://elsewhere/generator"}))
     cfg = load_config("tiny", [f"project.run_root={run_root}", f"tracking.uri={mlflow_server}"])
     with tracker.run("register"), pytest.raises(Exception, match="are for 's3://elsewhere/generator', not for"):
-        register.run(cfg, tracker)
+        register.run(cfg, StageCall(tracker))

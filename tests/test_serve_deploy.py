@@ -40,7 +40,7 @@ def ray_head() -> Iterator[str]:
 
 def _deploy(address: str, serve_yaml: Path, tmp: Path) -> None:
     printed = subprocess.run(
-        [sys.executable, "-m", "diffcxr.cli", "serve", "--config", str(serve_yaml), "--print-deploy-config"],
+        [sys.executable, "-m", "orchestration.cli", "serve", "--config", str(serve_yaml), "--print-deploy-config"],
         capture_output=True, text=True, timeout=120, check=True,
     )  # fmt: skip
     deploy = tmp / "deploy.yaml"

@@ -270,6 +270,16 @@ def test_limits_auth_empty_report_and_grpc_errors(app: App) -> None:
     assert requests.get(app.url + "v1/health", timeout=30).json()["status"] == "ok"
 
 
+def test_grpc_and_http_proxies_listen_on_127_0_0_1_only(app: App) -> None:
+    """The default host binds both proxies to loopback; Serve alone would bind gRPC to every interface."""
+    from test_serving_config import listening_addresses
+
+    assert app.config.get("host") is None  # the default
+    assert listening_addresses(app.grpc_port) == {"127.0.0.1"}
+    assert listening_addresses(app.config["http_port"]) == {"127.0.0.1"}
+    assert app.grpc(report="", seed=2).synthetic  # and answers there
+
+
 def test_stream_reports_progress_per_image(app: App) -> None:
     r = requests.post(
         app.url + "v1/generate/stream", json={"report": REPORT, "seed": 1, "num_images": 3},

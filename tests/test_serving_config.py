@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib
+import ipaddress
 import subprocess
 import sys
 from pathlib import Path
@@ -10,6 +12,7 @@ import pytest
 import yaml
 
 from diffcxr.errors import ConfigError
+from infra.local import free_port
 from services.serve.config import AuthConfig, ServeConfig
 from services.serve.security import ClientLimiter, TokenCheck, report_fingerprint
 
@@ -40,7 +43,8 @@ def test_print_deploy_config_is_a_valid_serve_deploy_file(tmp_path: Path) -> Non
         yaml.safe_dump({"model": "models:/diffcxr-generator@champion", "denoiser": {"num_gpus": 1, "replicas": 3}})
     )
     out = subprocess.run(
-        [sys.executable, "-m", "diffcxr.cli", "serve", "--config", str(cfg), "--print-deploy-config", "--port", "8123"],
+        [sys.executable, "-m", "orchestration.cli", "serve", "--config", str(cfg), "--print-deploy-config",
+         "--port", "8123"],
         capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert out.returncode == 0, out.stderr
@@ -54,7 +58,7 @@ def test_print_deploy_config_is_a_valid_serve_deploy_file(tmp_path: Path) -> Non
     ]
     assert ServeConfig.from_dict(app.args).denoiser.num_gpus == 1  # the args round-trip into a ServeConfig
     bad = subprocess.run(
-        [sys.executable, "-m", "diffcxr.cli", "serve", "--config", str(tmp_path / "missing.yaml")],
+        [sys.executable, "-m", "orchestration.cli", "serve", "--config", str(tmp_path / "missing.yaml")],
         capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert bad.returncode == 2 and "missing.yaml" in bad.stderr and "Traceback" not in bad.stderr
@@ -95,3 +99,55 @@ def test_client_limiter_and_report_fingerprint() -> None:
     text = "Small left pleural effusion."
     fp = report_fingerprint(text)
     assert fp.startswith("sha256:") and fp.endswith(f"len={len(text)}") and "effusion" not in fp
+
+
+def test_default_deploy_config_binds_grpc_to_127_0_0_1(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ray Serve's gRPC proxy has no host option (it binds ``[::]``); the deploy config hands the proxies the
+    hook that makes them bind ``host``, and the hook really binds a gRPC server there."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import grpc
+    from ray.serve._private import default_impl
+    from ray.serve.schema import ServeDeploySchema
+
+    from services.serve.app import deploy_config
+    from services.serve.grpc_bind import CALLBACK_ENV, HOST_ENV, proxy_callback
+
+    doc = yaml.safe_load(deploy_config(ServeConfig()))
+    schema = ServeDeploySchema(**doc)
+    assert doc["http_options"]["host"] == "127.0.0.1" and schema.grpc_options.port == 9000
+    env = schema.controller_options.runtime_env["env_vars"]
+    assert env[HOST_ENV] == "127.0.0.1"
+    module, _, function = env[CALLBACK_ENV].partition(":")
+    assert getattr(importlib.import_module(module), function) is proxy_callback
+    # a wildcard host (the k8s manifest's 0.0.0.0) is what Serve binds anyway: no hook
+    assert "controller_options" not in yaml.safe_load(deploy_config(ServeConfig(host="0.0.0.0")))
+    assert "controller_options" not in yaml.safe_load(deploy_config(ServeConfig(grpc_port=None)))
+
+    # what a proxy process does with the hook: Serve's own "[::]:PORT" ends up on 127.0.0.1 only
+    monkeypatch.setattr(default_impl, "add_grpc_address", default_impl.add_grpc_address)  # restored after
+    monkeypatch.setenv(HOST_ENV, env[HOST_ENV])
+    assert proxy_callback() == []
+    port = free_port()
+    server = grpc.server(ThreadPoolExecutor(1))
+    try:
+        default_impl.add_grpc_address(server, f"[::]:{port}")
+        server.start()
+        assert listening_addresses(port) == {"127.0.0.1"}
+    finally:
+        server.stop(None)
+
+
+def listening_addresses(port: int) -> set[str]:
+    """The local addresses of the TCP sockets listening on ``port`` (from /proc/net/tcp and tcp6)."""
+    found = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            local, state = line.split()[1], line.split()[3]
+            address, _, hex_port = local.partition(":")
+            if state == "0A" and int(hex_port, 16) == port:  # 0A: LISTEN
+                raw = bytes.fromhex(address)
+                words = b"".join(raw[i : i + 4][::-1] for i in range(0, len(raw), 4))  # little-endian words
+                ip = ipaddress.ip_address(words)
+                found.add(str(getattr(ip, "ipv4_mapped", None) or ip))  # ::ffff:127.0.0.1 is 127.0.0.1
+    return found

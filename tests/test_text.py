@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +17,7 @@ import torch
 from diffcxr import manifest, storage
 from diffcxr.config import load_config
 from diffcxr.errors import ConfigError, DataError, DiffCXRError
+from diffcxr.stages import StageCall
 from services.text.model import ReportEncoder
 from services.text.retrieval import recall_at_k, retrieval_metrics, sentence_auc
 from services.text.squeeze import InformationSqueeze
@@ -288,13 +290,15 @@ def test_two_worker_training_survives_a_killed_worker_then_a_crash_resumes_and_r
     cfg = _train_cfg(**{"text.max_failures": "1", "text.checkpoint_every": "2"})
     out = str(tmp_path / "text")
     tracker = Tracker(mlflow_server, experiment_name)
-    with tracker.run("text-crash"), pytest.raises(DiffCXRError, match="injected crash after step 8.*re-run"):
-        stage.run_train(cfg, tracker, phantom_manifest, out, crash_after_step=8, kill_after_step=4)
+    with pytest.MonkeyPatch.context() as faults, tracker.run("text-crash"):
+        faults.setenv("DIFFCXR_FAULTS", json.dumps({"text": {"crash_after_step": 8, "kill_after_step": 4}}))
+        with pytest.raises(DiffCXRError, match="injected crash after step 8.*re-run"):
+            stage.run_train(cfg, StageCall(tracker, {"manifest": phantom_manifest}, out))
     checkpoints = [u for u in storage.list_files(f"{out}/ray") if u.endswith("state.pt")]
     assert checkpoints, "the crashed run left its checkpoints"
 
     with tracker.run("text-resume") as run:
-        result = stage.run_train(cfg, tracker, phantom_manifest, out)
+        result = stage.run_train(cfg, StageCall(tracker, {"manifest": phantom_manifest}, out))
     summary = result["summary"]
     assert summary["resumed_from_step"] == 8 and summary["steps"] == 12
     starts = summary["attempt_starts"]

@@ -7,8 +7,9 @@ import json
 import sys
 from pathlib import Path
 
-from diffcxr.cliargs import Groups, add_config_args, add_stage_flags, command, group, load, print_json
+from diffcxr.cliargs import Groups, add_config_args, add_stage_flags, command, group, load, print_json, tracked
 from diffcxr.errors import DiffCXRError
+from diffcxr.stages import StageCall
 
 DATA_GROUP = """data stage: build and inspect dataset manifests"""
 
@@ -28,15 +29,9 @@ def cmd_data_manifest(args: argparse.Namespace) -> int:
         manifest.write(result.table, args.out)
         print_json({"manifest": args.out, **result.summary})
         return 0
-    tracker = None
-    if args.track:
-        from diffcxr.tracking import Tracker
-
-        tracker = Tracker.from_config(cfg)
-        with tracker.run("data", tags={"diffcxr.stage": "data", "diffcxr.profile": cfg.project.profile}):
-            outcome = stage.run(cfg, tracker, force=args.force)
-    else:
-        outcome = stage.run(cfg, None, force=args.force)
+    tracker, context = tracked(cfg, "data", args.track)
+    with context:
+        outcome = stage.run(cfg, StageCall(tracker, force=args.force))
     print_json({"manifest": outcome["manifest"], "skipped": outcome["skipped"], **outcome["summary"]})
     return 0
 

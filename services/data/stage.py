@@ -10,8 +10,7 @@ import pyarrow.fs as pafs
 
 from diffcxr import manifest, storage
 from diffcxr.config import DiffCXRConfig
-from diffcxr.stages import StageDir, content_key
-from diffcxr.tracking import Tracker
+from diffcxr.stages import DEFAULT_CALL, StageCall, content_key
 from services.data import iu_xray
 from services.data.build import build_labeled_manifest
 
@@ -51,26 +50,29 @@ def stage_key(cfg: DiffCXRConfig) -> str:
     return content_key(STAGE, config["data"], config["labeler"], RULES_VERSION, renderer, source_identity(cfg))
 
 
-def run(cfg: DiffCXRConfig, tracker: Tracker | None = None, force: bool = False) -> dict[str, Any]:
-    """Build and write the manifest under ``<run_root>/data/``; skip when inputs and config are unchanged.
+def run(cfg: DiffCXRConfig, call: StageCall = DEFAULT_CALL) -> dict[str, Any]:
+    """Build and write the manifest under ``<run_root>/data/`` (or ``out_uri``, without stage bookkeeping);
+    skip when inputs and config are unchanged. The data stage has no upstream: its source is ``cfg.data``.
 
     Returns ``{"skipped": bool, "manifest": uri, "summary": {...}, "key": ...}``.
     The manifest itself is not copied into MLflow: it holds report text, which
     stays in the configured storage; MLflow gets its URI and the counts.
     """
-    stage = StageDir(cfg.run_root, STAGE)
+    call.paths({})  # no upstream: the source is cfg.data
+    stage, out = call.folder(cfg.run_root, STAGE)
+    tracker = call.tracker
     key = stage_key(cfg)
-    reused = None if force else stage.reuse(key)
+    reused = call.reuse(stage, key)
     if reused:
         log.info("data stage is current (key %s): skipped", key)
         return reused
     if cfg.data.images == "phantom":
         from services.data.phantom.dataset import build_phantom_dataset
 
-        result = build_phantom_dataset(cfg, stage.uri)
+        result = build_phantom_dataset(cfg, out)
     else:
         result = build_labeled_manifest(cfg)
-    uri = stage.path("manifest.parquet")
+    uri = storage.join(out, "manifest.parquet")
     manifest.write(result.table, uri)
     summary = result.summary
     if tracker is not None:
@@ -92,6 +94,7 @@ def run(cfg: DiffCXRConfig, tracker: Tracker | None = None, force: bool = False)
             }
         )
         tracker.log_dict(summary, "data/manifest_summary.json")
-    stage.complete(key, {"manifest": uri}, {"summary": summary})
+    if stage:
+        stage.complete(key, {"manifest": uri}, {"summary": summary})
     log.info("data stage wrote %s (%d rows)", uri, summary["rows"])
     return {"skipped": False, "manifest": uri, "summary": summary, "key": key}

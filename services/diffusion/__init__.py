@@ -10,5 +10,9 @@ __getattr__, __all__ = lazy_exports(
         "resolve_generator": "stage",
         "count_flops": "flops:count",
         "UViTConfig": "uvit",
+        "DenoiserPart": "parts",
+        "DecoderPart": "parts",
+        "GUIDANCE_RANGE": "schedulers",
+        "STEPS_RANGE": "schedulers",
     },
 )

@@ -7,6 +7,7 @@ import argparse
 from diffcxr import cliargs
 from diffcxr.cliargs import Groups, command, group
 from diffcxr.errors import DiffCXRError
+from diffcxr.stages import StageCall
 
 DIFFUSION_GROUP = """the U-ViT denoiser and the disease-knowledge adapter: two-stage training on Ray Train
 
@@ -29,7 +30,8 @@ def cmd_diffusion_train(args: argparse.Namespace) -> int:
               ("embeddings", args.embeddings), ("text_model", args.text_model)) if v}  # fmt: skip
     tracker, context = cliargs.tracked(cfg, "diffusion", args.track)
     with context:
-        outcome = stage.run(cfg, tracker, inputs, args.out, force=args.force, num_workers=args.workers)
+        call = StageCall(tracker, inputs, args.out, args.force)
+        outcome = stage.run(cfg, call, num_workers=args.workers)
     summary = outcome.get("summary", {})
     cliargs.print_json(
         {

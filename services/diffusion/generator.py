@@ -29,10 +29,11 @@ import torch
 
 from diffcxr.bundle import SPEC_FILE, provenance, read_bundle_spec
 from diffcxr.config import AutoencoderConfig, LabelerConfig, SamplingConfig
+from diffcxr.contracts import outputs
+from diffcxr.contracts.outputs import to_uint8
 from diffcxr.errors import ConfigError, DataError
 from diffcxr.hashing import sha256_file
-from services.diffusion import outputs
-from services.diffusion.parts import DecoderPart, DenoiserPart, to_uint8
+from services.diffusion.parts import DecoderPart, DenoiserPart
 from services.diffusion.sampling import check_request
 from services.diffusion.weights import ADAPTER, UVIT, read_spec
 from services.text import TextPart

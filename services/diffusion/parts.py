@@ -104,13 +104,3 @@ class DecoderPart:
         """(B, H, W) float32 grayscale in [0, 1]; one image per decoder call (batch-invariant, see module doc)."""
         out = [self.autoencoder.decode(torch.as_tensor(lat)[None]).mean(1).clamp(0, 1)[0] for lat in latents]
         return torch.stack(out).numpy()
-
-
-def to_uint8(images: np.ndarray) -> np.ndarray:
-    """[0, 1] floats → 8-bit gray levels (round half to even, as torch.round)."""
-    return np.round(images * 255.0).astype(np.uint8)
-
-
-def to_uint16(images: np.ndarray) -> np.ndarray:
-    """[0, 1] floats → 16-bit gray levels."""
-    return np.round(images.astype(np.float64) * 65535.0).astype(np.uint16)

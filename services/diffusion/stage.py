@@ -14,7 +14,6 @@ bundle), ``figures/`` (loss curves, a sample per disease) and
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import logging
 import tempfile
@@ -30,10 +29,11 @@ from diffcxr.config import DiffCXRConfig
 from diffcxr.constants import EVAL_DISEASES
 from diffcxr.contracts.embeddings import read_embeddings
 from diffcxr.errors import DataError
+from diffcxr.figures import png_bytes, pyplot
 from diffcxr.labeling.sentences import NO_FINDING_SENTENCE
 from diffcxr.modelrefs import resolve_model_folder
 from diffcxr.raycluster import init_ray
-from diffcxr.stages import StageDir, content_key
+from diffcxr.stages import DEFAULT_CALL, StageCall, StageDir, content_key
 from diffcxr.tracking import Tracker
 from services.diffusion.adapter import AdaptedUViT
 from services.diffusion.data import build_training_set, preview_set
@@ -79,33 +79,16 @@ def _write_model(model: torch.nn.Module, uri: str, name: str, meta: dict[str, An
     storage.write_text(storage.join(uri, "_key"), key)
 
 
-def _tracking(tracker: Tracker | None) -> dict[str, str] | None:
-    if tracker is None:
-        return None
-    import mlflow
-
-    active = mlflow.active_run()
-    return {"uri": tracker.tracking_uri, "run_id": active.info.run_id} if active else None
-
-
-def run(
-    cfg: DiffCXRConfig,
-    tracker: Tracker | None = None,
-    inputs: dict[str, str] | None = None,
-    out_uri: str | None = None,
-    force: bool = False,
-    num_workers: int | None = None,
-    crash_after_step: dict[str, int] | None = None,
-    poison_after_step: dict[str, int] | None = None,
-) -> dict[str, Any]:
-    """The whole stage. Skipped when manifest, embeddings and config are unchanged."""
-    paths = {**default_inputs(cfg), **(inputs or {})}
-    stage = StageDir(cfg.run_root, STAGE) if out_uri is None else None
-    out = out_uri or stage.uri
+def run(cfg: DiffCXRConfig, call: StageCall = DEFAULT_CALL, num_workers: int | None = None) -> dict[str, Any]:
+    """The whole stage. Skipped when manifest, embeddings and config are unchanged. (Tests inject faults
+    into the two fits through ``DIFFCXR_FAULTS``, see :mod:`diffcxr.faults`.)"""
+    paths = call.paths(default_inputs(cfg))
+    stage, out = call.folder(cfg.run_root, STAGE)
+    tracker = call.tracker
     manifest_bytes = storage.read_bytes(paths["manifest"])
     embeddings_meta = storage.read_text(storage.join(paths["embeddings"], "embeddings.json"))
     key = stage_key(cfg, manifest_bytes, embeddings_meta)
-    reused = stage.reuse(key) if stage and not force else None
+    reused = call.reuse(stage, key)
     if reused:
         return reused
     started = time.perf_counter()
@@ -129,7 +112,7 @@ def run(
     import ray.data
 
     dataset = ray.data.from_arrow(data.table)
-    tracking = _tracking(tracker)
+    tracking = tracker.worker_target() if tracker is not None else None
     meta = {
         **model_meta(cfg, net_cfg, data.context_shape, data.autoencoder_id),
         "text_weights_sha256": embeddings.meta.get("weights_sha256"),
@@ -137,39 +120,14 @@ def run(
         "latent_stats": data.latent_stats.to_dict() if data.latent_stats else None,
     }
     common = {"payload": data.payload(), "tracking": tracking, "preview": preview, "num_workers": num_workers}
-    outcomes: dict[str, TrainOutcome | None] = {"uvit": None, "adapter": None}
 
-    # ---- stage 1: the U-ViT
-    init_uri, uvit_uri = storage.join(out, "init"), storage.join(out, UVIT)
-    if not _done(init_uri, UVIT, key):
-        torch.manual_seed(cfg.project.seed)
-        _write_model(UViT(net_cfg), init_uri, UVIT, {**meta, "trained_steps": 0}, key)
-    if not _done(uvit_uri, UVIT, key):
-        outcome = train(
-            cfg, "uvit", dataset, init_uri, run_name=f"uvit-{key}", storage_uri=storage.join(out, "ray"),
-            crash_after_step=(crash_after_step or {}).get("uvit"),
-            poison_after_step=(poison_after_step or {}).get("uvit"), **common,
-        )  # fmt: skip
-        outcomes["uvit"] = outcome
-        uvit, _ = load_uvit(storage.get_folder(init_uri))
-        uvit.load_state_dict(ema_weights(uvit, "uvit", outcome.state["ema"]))
-        _write_model(uvit, uvit_uri, UVIT, {**meta, **_train_meta(outcome)}, key)
+    def fit(part: str, start_uri: str) -> TrainOutcome:
+        run_name, ray_uri = f"{part}-{key}", storage.join(out, "ray")
+        return train(cfg, part, dataset, start_uri, run_name=run_name, storage_uri=ray_uri, **common)
 
-    # ---- stage 2: the adapter on the frozen U-ViT
-    adapter_uri = storage.join(out, ADAPTER) if cfg.adapter.enabled else None
-    if adapter_uri and not _done(adapter_uri, ADAPTER, key):
-        outcome = train(
-            cfg, "adapter", dataset, uvit_uri, run_name=f"adapter-{key}", storage_uri=storage.join(out, "ray"),
-            crash_after_step=(crash_after_step or {}).get("adapter"),
-            poison_after_step=(poison_after_step or {}).get("adapter"), **common,
-        )  # fmt: skip
-        outcomes["adapter"] = outcome
-        uvit, uvit_spec = load_uvit(storage.get_folder(uvit_uri))
-        adapted = AdaptedUViT(uvit)
-        adapted.adapter.load_state_dict(ema_weights(adapted, "adapter", outcome.state["ema"]))
-        adapter_meta = {**meta, **_train_meta(outcome), "uvit_sha256": uvit_spec["weights_sha256"]}
-        _write_model(adapted.adapter, adapter_uri, ADAPTER, adapter_meta, key)
-
+    uvit_uri, uvit_outcome = _stage_uvit(cfg, out, key, net_cfg, meta, fit)
+    adapter_uri, adapter_outcome = _stage_adapter(cfg, out, key, uvit_uri, meta, fit)
+    outcomes = {"uvit": uvit_outcome, "adapter": adapter_outcome}
     histories = _histories(out, outcomes)
     # each part fetched once (an s3:// run root would download it for the summary, registry and bundle alike)
     folders = {
@@ -220,6 +178,39 @@ def run(
     return {"skipped": False, **outputs, "summary": summary, "key": key}
 
 
+def _stage_uvit(
+    cfg: DiffCXRConfig, out: str, key: str, net_cfg: Any, meta: dict[str, Any], fit: Any
+) -> tuple[str, TrainOutcome | None]:
+    """Stage 1: the U-ViT from a seeded initialisation; its EMA weights are what the folder keeps."""
+    init_uri, uvit_uri = storage.join(out, "init"), storage.join(out, UVIT)
+    if not _done(init_uri, UVIT, key):
+        torch.manual_seed(cfg.project.seed)
+        _write_model(UViT(net_cfg), init_uri, UVIT, {**meta, "trained_steps": 0}, key)
+    if _done(uvit_uri, UVIT, key):
+        return uvit_uri, None
+    outcome = fit("uvit", init_uri)
+    uvit, _ = load_uvit(storage.get_folder(init_uri))
+    uvit.load_state_dict(ema_weights(uvit, "uvit", outcome.state["ema"]))
+    _write_model(uvit, uvit_uri, UVIT, {**meta, **_train_meta(outcome)}, key)
+    return uvit_uri, outcome
+
+
+def _stage_adapter(
+    cfg: DiffCXRConfig, out: str, key: str, uvit_uri: str, meta: dict[str, Any], fit: Any
+) -> tuple[str | None, TrainOutcome | None]:
+    """Stage 2: the adapter on the frozen U-ViT (None when ``adapter.enabled`` is off)."""
+    adapter_uri = storage.join(out, ADAPTER) if cfg.adapter.enabled else None
+    if adapter_uri is None or _done(adapter_uri, ADAPTER, key):
+        return adapter_uri, None
+    outcome = fit("adapter", uvit_uri)
+    uvit, uvit_spec = load_uvit(storage.get_folder(uvit_uri))
+    adapted = AdaptedUViT(uvit)
+    adapted.adapter.load_state_dict(ema_weights(adapted, "adapter", outcome.state["ema"]))
+    adapter_meta = {**meta, **_train_meta(outcome), "uvit_sha256": uvit_spec["weights_sha256"]}
+    _write_model(adapted.adapter, adapter_uri, ADAPTER, adapter_meta, key)
+    return adapter_uri, outcome
+
+
 def _train_meta(outcome: TrainOutcome) -> dict[str, Any]:
     history = outcome.state["history"]
     return {
@@ -248,10 +239,7 @@ def _histories(out: str, outcomes: dict[str, TrainOutcome | None]) -> dict[str, 
 
 
 def _loss_figure(histories: dict[str, list[dict[str, float]]]) -> bytes:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, axes = plt.subplots(1, max(1, len(histories)), figsize=(4.5 * max(1, len(histories)), 3), dpi=110)
     axes = axes if hasattr(axes, "__len__") else [axes]
@@ -261,10 +249,7 @@ def _loss_figure(histories: dict[str, list[dict[str, float]]]) -> bytes:
         ax.set_ylabel("ε-MSE")
         ax.set_title(f"{name} training loss")
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    plt.close(fig)
-    return buf.getvalue()
+    return png_bytes(fig)
 
 
 def _per_disease_figure(

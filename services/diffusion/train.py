@@ -20,11 +20,9 @@ checkpoints (trainable weights, EMA, optimiser, schedule, step, history) every
 
 from __future__ import annotations
 
-import io
 import logging
 import os
 import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,7 +30,8 @@ from typing import Any
 from diffcxr import storage
 from diffcxr.config import DiffCXRConfig
 from diffcxr.errors import DiffCXRError
-from diffcxr.raytrain import STATE_FILE, let_controller_register_checkpoint
+from diffcxr.figures import png_bytes, pyplot
+from diffcxr.raytrain import TrainSession
 from diffcxr.tracking import log_step_metrics, worker_client
 
 log = logging.getLogger(__name__)
@@ -86,9 +85,8 @@ def train_loop(config: dict[str, Any]) -> None:
     batch_size = dcfg.batch_size if stage == "uvit" else acfg.batch_size
     p_uncond = dcfg.p_uncond if stage == "uvit" else acfg.p_uncond
     checkpoint_every = dcfg.checkpoint_every if stage == "uvit" else acfg.checkpoint_every
-    ctx = ray.train.get_context()
-    rank, world = ctx.get_world_rank(), ctx.get_world_size()
-    torch.set_num_threads(config["threads"])
+    session = TrainSession(config)
+    rank, world = session.rank, session.world
     payload = config["payload"]
     uncond = torch.from_numpy(payload["unconditional"]).float()
     stats = LatentStats.from_spec(payload.get("latent_stats"), payload["latent_shape"][0])
@@ -104,34 +102,30 @@ def train_loop(config: dict[str, Any]) -> None:
         optimizer, dcfg.warmup_steps if stage == "uvit" else acfg.warmup_steps
     )
     ema = EMAModel(params, decay=dcfg.ema_decay)
-    step, history, starts = 0, [], []
-    checkpoint = ray.train.get_checkpoint()
-    if checkpoint:
-        with checkpoint.as_directory() as folder:
-            state = torch.load(Path(folder, STATE_FILE), map_location="cpu", weights_only=False)
-        trainable(model, stage).load_state_dict(state["model"])
-        ema.load_state_dict(state["ema"])
-        optimizer.load_state_dict(state["optimizer"])
-        lr_schedule.load_state_dict(state["lr_schedule"])
-        step, history, starts = state["step"], state["history"], state["starts"]
-    resumed_from = step
-    starts = [*starts, step]
+    if session.restored:
+        trainable(model, stage).load_state_dict(session.restored["model"])
+        ema.load_state_dict(session.restored["ema"])
+        optimizer.load_state_dict(session.restored["optimizer"])
+        lr_schedule.load_state_dict(session.restored["lr_schedule"])
     noise_scheduler = training_scheduler(config["schedule"])
     ddp = ray.train.torch.prepare_model(model)
     per_worker = batch_size // world
     source = ShardBatches(ray.train.get_dataset_shard("train"), payload, per_worker, config["seed"], rank,
                           in_memory=config.get("shard_in_memory", False))  # fmt: skip
-    client = None
     tracking = config.get("tracking")
-    if rank == 0 and tracking:
-        client = worker_client(tracking)
+    client = worker_client(tracking) if rank == 0 and tracking else None
     preview = Preview(config, stage) if rank == 0 and config.get("preview") and client is not None else None
 
-    first_step, samples, epoch = None, 0, 0
-    while step < steps:
+    def state() -> dict[str, Any]:
+        return {"model": trainable(model, stage).state_dict(), "ema": ema.state_dict(),
+                "optimizer": optimizer.state_dict(), "lr_schedule": lr_schedule.state_dict()}  # fmt: skip
+
+    epoch = 0
+    while session.step < steps:
         batches = 0
-        for batch in source.epoch(epoch, resumed_from):
+        for batch in source.epoch(epoch, session.resumed_from):
             batches += 1
+            step = session.step
             gen = torch.Generator().manual_seed(((config["seed"] * 1_000_003 + step) * 1009 + rank) % (2**63))
             latents, context, hint = stats.normalize(batch["latent"]), batch["context"], batch["hint"]
             n = latents.shape[0]
@@ -158,28 +152,16 @@ def train_loop(config: dict[str, Any]) -> None:
             optimizer.step()
             lr_schedule.step()
             ema.step(params)
-            step += 1
-            if config.get("poison_after_step") == step:  # fault-injection test hook: the next loss is NaN
-                with torch.no_grad():
-                    params[0].fill_(float("nan"))
-            if first_step is None:
-                first_step = time.perf_counter()
-            else:
-                samples += per_worker * world
-            record = {"step": step, "loss": float(loss.detach()), "lr": lr_schedule.get_last_lr()[0]}
-            if samples:
-                record["samples_per_second"] = samples / max(time.perf_counter() - first_step, 1e-9)
-            if rank == 0:
-                history.append(record)
+            record = session.record(float(loss.detach()), per_worker * world, lr=lr_schedule.get_last_lr()[0])
+            step = session.step
+            session.poison(params)
             if client is not None and (step % dcfg.log_every == 0 or step == steps):
                 log_step_metrics(client, tracking["run_id"], stage, record)
             if preview is not None and (step % dcfg.sample_every == 0 or step == steps):
                 preview.log(client, tracking["run_id"], model, ema, params, step)
             if step % checkpoint_every == 0 or step == steps:
-                _report(model, stage, ema, optimizer, lr_schedule, step, history, starts, rank, record)
-                if config.get("crash_after_step") == step and resumed_from < step:
-                    let_controller_register_checkpoint()
-                    raise RuntimeError(f"injected crash after step {step} (fault-injection test hook)")
+                # how the OS scheduler saw this worker (ray.train_niceness), reported with the checkpoint
+                session.checkpoint({**record, "worker_niceness": os.getpriority(os.PRIO_PROCESS, 0)}, state)
             if step >= steps:
                 break
         if batches == 0:
@@ -190,32 +172,6 @@ def train_loop(config: dict[str, Any]) -> None:
 def trainable(model: Any, stage: str) -> Any:
     """The module whose weights a checkpoint holds: the whole U-ViT, or only the adapter."""
     return model if stage == "uvit" else model.adapter
-
-
-def _report(
-    model: Any, stage: str, ema: Any, optimizer: Any, lr_schedule: Any, step: int, history: list, starts: list,
-    rank: int, record: dict,
-) -> None:  # fmt: skip
-    """Every worker calls report (a barrier); only rank 0 attaches the checkpoint."""
-    import ray.train
-    import torch
-
-    record = {**record, "worker_niceness": os.getpriority(os.PRIO_PROCESS, 0)}  # how the scheduler saw it
-    if rank != 0:
-        ray.train.report(record)
-        return
-    with tempfile.TemporaryDirectory() as folder:
-        state = {
-            "model": trainable(model, stage).state_dict(),
-            "ema": ema.state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "lr_schedule": lr_schedule.state_dict(),
-            "step": step,
-            "history": history,
-            "starts": starts,
-        }
-        torch.save(state, Path(folder, STATE_FILE))
-        ray.train.report(record, checkpoint=ray.train.Checkpoint.from_directory(folder))
 
 
 def ema_weights(model: Any, stage: str, ema_state: dict[str, Any]) -> dict[str, Any]:
@@ -283,10 +239,7 @@ class Preview:
 
 def grid_png(images: Any, labels: list[str], title: str) -> bytes:
     """Grayscale images (N, H, W) in [0, 1] as one captioned PNG (captions: disease sentences)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     n = len(images)
     fig, axes = plt.subplots(1, n, figsize=(2.2 * n, 2.6), dpi=100, squeeze=False)
@@ -296,10 +249,7 @@ def grid_png(images: Any, labels: list[str], title: str) -> bytes:
         ax.axis("off")
     fig.suptitle(title, fontsize=8)
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    plt.close(fig)
-    return buf.getvalue()
+    return png_bytes(fig)
 
 
 def train(
@@ -313,8 +263,6 @@ def train(
     tracking: dict[str, str] | None = None,
     preview: dict[str, Any] | None = None,
     num_workers: int | None = None,
-    crash_after_step: int | None = None,
-    poison_after_step: int | None = None,
 ) -> TrainOutcome:
     """Fit (or resume) one stage on Ray Train; returns the last checkpoint's state."""
     from diffcxr.raytrain import fit
@@ -343,8 +291,6 @@ def train(
         "threads": cfg.ray.train_threads,
         "shard_in_memory": dataset.size_bytes() / workers <= cfg.diffusion.shard_in_memory_mb * 2**20,
         "tracking": tracking,
-        "crash_after_step": crash_after_step,
-        "poison_after_step": poison_after_step,
     }
     state, metrics, seconds = fit(
         train_loop, loop_config, cfg, dataset, storage_uri, run_name, stage, workers, cfg.diffusion.max_failures

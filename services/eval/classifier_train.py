@@ -8,13 +8,12 @@ The loss is a *masked* BCE: a label the policy excludes (NaN target) adds
 nothing, so an unmentioned finding is never taught as negative unless the
 policy says so. Batches are drawn by a generator seeded with (seed, rank,
 step), so a resumed fit continues the same stream; checkpoints hold weights,
-optimizer, schedule and history (``diffcxr.raytrain.fit`` resumes them).
+optimizer, schedule and history (the shared harness, :mod:`diffcxr.raytrain`, resumes them).
 """
 
 from __future__ import annotations
 
 import json
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +24,7 @@ import numpy as np
 from diffcxr.constants import EVAL_DISEASES
 from diffcxr.errors import DataError
 from diffcxr.hashing import sha256_file
-from diffcxr.raytrain import STATE_FILE
+from diffcxr.raytrain import TrainSession
 from services.eval.classifier import OWN_FILE, OWN_SPEC
 
 
@@ -39,9 +38,8 @@ def train_loop(config: dict[str, Any]) -> None:
 
     from services.eval.classifier import own_densenet, own_preprocess
 
-    ctx = ray.train.get_context()
-    rank, world = ctx.get_world_rank(), ctx.get_world_size()
-    torch.set_num_threads(config["threads"])
+    session = TrainSession(config)
+    rank, world = session.rank, session.world
     torch.manual_seed(config["seed"])  # the same initial weights on every worker
     steps, per_worker, size = config["steps"], max(1, config["batch_size"] // world), config["image_size"]
 
@@ -56,21 +54,21 @@ def train_loop(config: dict[str, Any]) -> None:
     model = own_densenet()
     optimizer = torch.optim.AdamW(model.parameters(), lr=config["lr"], weight_decay=1e-4)
     scheduler = get_cosine_schedule_with_warmup(optimizer, max(1, steps // 20), steps)
-    step, history = 0, []
-    checkpoint = ray.train.get_checkpoint()
-    if checkpoint:
-        with checkpoint.as_directory() as folder:
-            state = torch.load(Path(folder, STATE_FILE), map_location="cpu", weights_only=False)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        step, history = state["step"], state["history"]
+    if session.restored:
+        model.load_state_dict(session.restored["model"])
+        optimizer.load_state_dict(session.restored["optimizer"])
+        scheduler.load_state_dict(session.restored["scheduler"])
     ddp = ray.train.torch.prepare_model(model)
     ddp.train()
     device = ray.train.torch.get_device()
     every = max(1, steps // 3)
     started = time.perf_counter()
-    while step < steps:
+
+    def state() -> dict[str, Any]:
+        return {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}
+
+    while session.step < steps:
+        step = session.step
         gen = torch.Generator().manual_seed(config["seed"] * 1_000_003 + rank * 7919 + step)
         idx = torch.randint(len(x_all), (per_worker,), generator=gen)
         x = own_preprocess(x_all[idx.numpy()], size)
@@ -85,31 +83,13 @@ def train_loop(config: dict[str, Any]) -> None:
         loss.backward()
         optimizer.step()
         scheduler.step()
-        step += 1
-        record = {"step": step, "loss": float(loss.detach()), "seconds": time.perf_counter() - started}
-        if rank == 0:
-            history.append(record)
-        if step % every == 0 or step == steps:
-            _report(model, optimizer, scheduler, step, history, rank, record)
+        record = session.record(float(loss.detach()), per_worker * world, seconds=time.perf_counter() - started)
+        if session.step % every == 0 or session.step == steps:
+            session.checkpoint(record, state)
 
 
 def _cols(batch: dict[str, Any]) -> tuple[Any, Any, Any]:
     return batch["image"], batch["height"], batch["width"]
-
-
-def _report(model: Any, optimizer: Any, scheduler: Any, step: int, history: list, rank: int, record: dict) -> None:
-    """Every worker reports (a barrier); rank 0 attaches the checkpoint."""
-    import ray.train
-    import torch
-
-    if rank != 0:
-        ray.train.report(dict(record))
-        return
-    with tempfile.TemporaryDirectory() as folder:
-        state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                 "scheduler": scheduler.state_dict(), "step": step, "history": history}  # fmt: skip
-        torch.save(state, Path(folder, STATE_FILE))
-        ray.train.report(dict(record), checkpoint=ray.train.Checkpoint.from_directory(folder))
 
 
 @dataclass
@@ -153,8 +133,9 @@ def train_classifier(
         "image_size": size, "seed": cfg.project.seed, "threads": cfg.ray.train_threads,
     }  # fmt: skip
     state, _, seconds = fit(
-        train_loop, loop_config, cfg, ray.data.from_items(rows), storage_uri, run_name, f"classifier '{run_name}'"
-    )
+        train_loop, loop_config, cfg, ray.data.from_items(rows), storage_uri, run_name, f"classifier '{run_name}'",
+        fault_name="classifier",
+    )  # fmt: skip
     net = own_densenet()
     net.load_state_dict(state["model"])
     folder = Path(out_folder)

@@ -7,6 +7,7 @@ from typing import Any
 
 from diffcxr.cliargs import Groups, add_stage_flags, command, load, print_json, tracked
 from diffcxr.errors import DiffCXRError
+from diffcxr.stages import StageCall
 
 
 def parse_variant(text: str) -> dict[str, Any]:
@@ -41,10 +42,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
         variants = [*cfg.eval.variants, *(EvalVariant(**parse_variant(v)) for v in args.variant)]
         cfg = cfg.model_copy(update={"eval": cfg.eval.model_copy(update={"variants": variants})})
-    inputs = {"manifest": args.manifest} if args.manifest else None
+    inputs = {k: v for k, v in (("manifest", args.manifest), ("model", args.model)) if v}
     tracker, context = tracked(cfg, "eval", args.track)
     with context:
-        outcome = stage.run(cfg, tracker, model=args.model, inputs=inputs, out_uri=args.out, force=args.force)
+        outcome = stage.run(cfg, StageCall(tracker, inputs, args.out, args.force))
     results = outcome.get("summary", {})
     main = results.get("models", {}).get("model", {})
     print_json(

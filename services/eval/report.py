@@ -12,38 +12,24 @@ from __future__ import annotations
 
 import base64
 import html
-import io
 import json
 from typing import Any
 
 import numpy as np
 
 from diffcxr.constants import EVAL_DISEASES
+from diffcxr.figures import png_bytes, pyplot
 
 SYNTHETIC_META = {"diffcxr.synthetic": "true", "Description": "contains synthetic (generated) radiographs"}
 
 
 def _save(fig: Any, synthetic: bool) -> bytes:
-    import matplotlib.pyplot as plt
-
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", metadata=SYNTHETIC_META if synthetic else None)
-    plt.close(fig)
-    return buf.getvalue()
-
-
-def _pyplot() -> Any:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+    return png_bytes(fig, SYNTHETIC_META if synthetic else None)
 
 
 def auc_chart(sets: dict[str, dict[str, Any]]) -> bytes:
     """Grouped bars: AUC per disease for each image set (undefined AUCs are left empty)."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(11, 3.8), dpi=110)
     width = 0.8 / max(1, len(sets))
     x = np.arange(len(EVAL_DISEASES))
@@ -63,7 +49,7 @@ def auc_chart(sets: dict[str, dict[str, Any]]) -> bytes:
 
 def disease_grid(real: dict[str, np.ndarray], generated: dict[str, np.ndarray], per_disease: int) -> bytes:
     """One row per disease: real images with it (left), generated images for those reports (right)."""
-    plt = _pyplot()
+    plt = pyplot()
     diseases = [d for d in EVAL_DISEASES if len(real.get(d, [])) or len(generated.get(d, []))]
     if not diseases:
         diseases = ["(none)"]

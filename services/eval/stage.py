@@ -25,6 +25,7 @@ import os
 import shutil
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +38,7 @@ from diffcxr.constants import EVAL_DISEASES
 from diffcxr.contracts.images import decode_image
 from diffcxr.errors import DataError, DiffCXRError
 from diffcxr.raycluster import init_ray
-from diffcxr.stages import StageDir, content_key
+from diffcxr.stages import DEFAULT_CALL, StageCall, StageDir, content_key
 from diffcxr.tracking import Tracker
 from services.eval import report, tables
 from services.eval.classifier import OWN_KIND, OwnDenseNet, ReferenceClassifier, load_classifier
@@ -124,204 +125,88 @@ def machine() -> str:
     return f"{cpu_description()}, {os.cpu_count()} CPUs, {threads} torch threads, torch {torch.__version__}"
 
 
-def run(
-    cfg: DiffCXRConfig,
-    tracker: Tracker | None = None,
-    model: str | None = None,
-    inputs: dict[str, str] | None = None,
-    out_uri: str | None = None,
-    force: bool = False,
-) -> dict[str, Any]:
-    """The whole stage. Skipped when the manifest, the models and the eval config are unchanged."""
-    paths = {**default_inputs(cfg), **(inputs or {})}
-    model_ref = model or paths["model"]
-    folder = resolve_model(model_ref, tracker, cfg)
-    spec = read_bundle_spec(folder)
-    variants = {v.name: (v, resolve_model(v.model, tracker, cfg)) for v in cfg.eval.variants}
-    stage = StageDir(cfg.run_root, STAGE) if out_uri is None else None
-    out = out_uri or stage.uri
-    manifest_bytes = storage.read_bytes(paths["manifest"])
-    key = stage_key(cfg, manifest_bytes, {"model": _bundle_digest(folder),
-                                          **{n: _bundle_digest(f) for n, (_, f) in variants.items()}})  # fmt: skip
-    reused = stage.reuse(key) if stage and not force else None
-    if reused:
-        return reused
-    started = time.perf_counter()
-    table = manifest.parse(manifest_bytes, paths["manifest"])
+@dataclass
+class EvalData:
+    """The real side of an evaluation: readable train and held-out images, their labels, and the held-out
+    rows (one per report) that the generators are asked to draw."""
+
+    train_rows: list[dict[str, Any]]
+    test_rows: list[dict[str, Any]]
+    eval_idx: np.ndarray
+    train_images: np.ndarray
+    test_images: np.ndarray
+    train_targets: np.ndarray
+    test_targets: np.ndarray
+    policy: LabelPolicy
+    dataset: dict[str, Any]  # what results.json says about the data, every row accounted for
+
+    @property
+    def eval_rows(self) -> list[dict[str, Any]]:
+        return [self.test_rows[i] for i in self.eval_idx]
+
+
+def load_eval_data(cfg: DiffCXRConfig, manifest_bytes: bytes, manifest_uri: str) -> EvalData:
+    """Read and decode the manifest's kept train and held-out images; refuse a set too small to compare."""
+    table = manifest.parse(manifest_bytes, manifest_uri)
     all_rows = table.to_pylist()
     rows = manifest.kept_rows(table, with_image=True)
     size = cfg.data.image_size
     train_rows = sorted((r for r in rows if r["split"] == "train"), key=lambda r: r["sample_id"])
     test_rows = sorted(manifest.heldout_rows(rows), key=lambda r: r["sample_id"])
     if not test_rows:
-        raise DataError(f"manifest '{paths['manifest']}' has no kept test-split rows with images to evaluate against")
+        raise DataError(f"manifest '{manifest_uri}' has no kept test-split rows with images to evaluate against")
     if not train_rows:
-        raise DataError(f"manifest '{paths['manifest']}' has no kept train-split rows with images")
+        raise DataError(f"manifest '{manifest_uri}' has no kept train-split rows with images")
     policy = LabelPolicy.from_config(cfg.eval)
     train_images, train_rows, unreadable_train = read_images(train_rows, size)
     test_images, test_rows, unreadable_test = read_images(test_rows, size)
-    train_targets, test_targets = label_matrix(train_rows, policy), label_matrix(test_rows, policy)
     eval_idx = one_row_per_report(test_rows)[: cfg.eval.num_reports or None]
+    unreadable = unreadable_train + unreadable_test
     if len(eval_idx) < 2 or len(train_rows) < 2:
-        unreadable = unreadable_train + unreadable_test
         raise DataError(
-            f"manifest '{paths['manifest']}': {len(eval_idx)} readable test and {len(train_rows)} readable train "
+            f"manifest '{manifest_uri}': {len(eval_idx)} readable test and {len(train_rows)} readable train "
             f"images; the evaluation needs at least 2 of each (FID compares sets)"
             + (f"; unreadable: {unreadable[:3]}" if unreadable else "")
         )
-    eval_rows = [test_rows[i] for i in eval_idx]
     dataset = {
-        "manifest": paths["manifest"],
+        "manifest": manifest_uri,
         "manifest_sha256": hashlib.sha256(manifest_bytes).hexdigest()[:16],
         "rows": len(all_rows),
         "train_images": len(train_rows),
         "test_images": len(test_rows),
-        "eval_reports": len(eval_rows),
+        "eval_reports": len(eval_idx),
         "images_per_report": cfg.eval.images_per_report,
         "not_used": {
             "not kept or no image": len(all_rows) - len(rows),
-            "other splits": len(rows) - len(train_rows) - len(test_rows) - len(unreadable_train) - len(unreadable_test),
-        },  # fmt: skip
-        "unreadable": unreadable_train + unreadable_test,
+            "other splits": len(rows) - len(train_rows) - len(test_rows) - len(unreadable),
+        },
+        "unreadable": unreadable,
         "label_policy": policy.describe(),
     }
+    return EvalData(train_rows, test_rows, eval_idx, train_images, test_images, label_matrix(train_rows, policy),
+                    label_matrix(test_rows, policy), policy, dataset)  # fmt: skip
+
+
+def run(cfg: DiffCXRConfig, call: StageCall = DEFAULT_CALL) -> dict[str, Any]:
+    """The whole stage: ``inputs["model"]`` (a bundle folder/URI or ``models:/NAME@ALIAS``) evaluated against
+    ``inputs["manifest"]``. Skipped when the manifest, the models and the eval config are unchanged."""
+    paths, tracker = call.paths(default_inputs(cfg)), call.tracker
+    model_ref = paths["model"]
+    folder = resolve_model(model_ref, tracker, cfg)
+    variants = {v.name: (v, resolve_model(v.model, tracker, cfg)) for v in cfg.eval.variants}
+    stage, out = call.folder(cfg.run_root, STAGE)
+    manifest_bytes = storage.read_bytes(paths["manifest"])
+    key = stage_key(cfg, manifest_bytes, {"model": _bundle_digest(folder),
+                                          **{n: _bundle_digest(f) for n, (_, f) in variants.items()}})  # fmt: skip
+    reused = call.reuse(stage, key)
+    if reused:
+        return reused
+    started = time.perf_counter()
+    data = load_eval_data(cfg, manifest_bytes, paths["manifest"])
     init_ray(cfg)
     work = Path(tempfile.mkdtemp(prefix="diffcxr-eval-"))
     try:
-        # ---- the reference classifier
-        classifier = _classifier(cfg, out, work, dataset["manifest_sha256"], train_images, train_targets, train_rows,
-                                 policy)  # fmt: skip
-        test_probs, test_feats = classifier.run(test_images)
-        classifier_test = per_disease_auc(test_targets, test_probs)
-        eval_feats = test_feats[eval_idx]
-        rng = np.random.default_rng(cfg.project.seed)
-        floor_idx = rng.choice(len(train_rows), size=min(len(train_rows), len(eval_idx)), replace=False)
-        _, train_feats = classifier.run(train_images[floor_idx])
-        fid_floor = round(frechet_distance(train_feats, eval_feats), 4)
-        fid_floor_sizes = [len(floor_idx), len(eval_idx)]
-        inception = _inception(cfg)
-        ref_inception = inception(test_images[eval_idx]) if inception is not None else None
-
-        # ---- generation and metrics for the model and its variants
-        models: dict[str, tuple[EvalVariant | None, Path]] = {"model": (None, folder)}
-        job_uris = {"model": _job_uri(model_ref, folder, out, "model")}
-        if cfg.eval.without_adapter and spec.get("adapter"):
-            bare = bundle_without_adapter(folder, out, work)
-            models["without adapter"] = (None, bare[0])
-            job_uris["without adapter"] = bare[1]
-        models.update(variants)
-        job_uris.update({n: _job_uri(v.model, f, out, n) for n, (v, f) in variants.items()})
-        items = requests(eval_rows, cfg.eval.images_per_report, cfg.project.seed)
-        image_targets = np.repeat(label_matrix(eval_rows, policy), cfg.eval.images_per_report, axis=0)
-        generated: dict[str, Generated] = {}
-        generated_probs: dict[str, np.ndarray] = {}
-        results_by_model: dict[str, dict[str, Any]] = {}
-        for name in models:
-            gen = generate_with_ray(items, job_uris[name], storage.join(out, "generated", _slug(name)), cfg,
-                                    cfg.eval.steps, cfg.eval.guidance)  # fmt: skip
-            generated[name] = gen
-            first = np.array([i for i, r in enumerate(gen.repeats) if r == 0])  # FID at equal set sizes
-            scores = classifier.run(gen.images)
-            generated_probs[name] = scores[0]
-            metrics = image_metrics(classifier, gen.images, image_targets, eval_feats, inception, ref_inception, first,
-                                    scores, bootstrap=cfg.eval.bootstrap)  # fmt: skip
-            metrics.update(seconds=round(gen.seconds, 2), images_per_second=round(gen.images_per_second, 3))
-            results_by_model[name] = metrics
-            log.info("eval %s: mAUC %s, domain FID %s", name, metrics["mAUC"], metrics["fid_domain"])
-        main = results_by_model["model"]
-        real_auc = per_disease_auc(test_targets[eval_idx], test_probs[eval_idx], bootstrap=cfg.eval.bootstrap)
-        real_eval = {"n_images": len(eval_idx), "auc": real_auc, "fid_domain": None}
-        real_eval["mAUC"] = real_eval["auc"]["mAUC"]
-
-        # ---- calibration controls
-        gen_probs = generated_probs["model"]
-        # one permutation of a few positives is noisy: the mean and spread over 20 show where chance lies
-        shuffled = [per_disease_auc(image_targets[rng.permutation(len(image_targets))], gen_probs)["mAUC"]
-                    for _ in range(20)]  # fmt: skip
-        shuffled = [v for v in shuffled if v is not None]
-        noise = rng.integers(0, 256, size=(len(eval_idx), *generated["model"].images.shape[1:]), dtype=np.uint8)
-        _, noise_feats = classifier.run(noise)
-        calibration = {
-            "classifier test mAUC (all real test images)": classifier_test["mAUC"],
-            "real held-out images as generated: mAUC": real_eval["mAUC"],
-            "domain FID floor (real train vs real test)": fid_floor,
-            "domain FID floor set sizes (train, test)": fid_floor_sizes,
-            "generated, report labels shuffled: mAUC (mean of 20)": round(float(np.mean(shuffled)), 4)
-            if shuffled
-            else None,
-            "generated, report labels shuffled: mAUC spread (sd)": round(float(np.std(shuffled)), 4)
-            if shuffled
-            else None,
-            "uniform noise as generated: domain FID": round(frechet_distance(noise_feats, eval_feats), 4),
-        }
-
-        # ---- compute and latency
-        compute = _compute(spec)
-        timing = latency(folder, eval_rows[0].get("report_text") or "", cfg.eval.latency_images, cfg.eval.steps,
-                         cfg.eval.guidance)  # fmt: skip
-
-        # ---- downstream (Table VI)
-        downstream_rows: list[dict[str, Any]] = []
-        if cfg.eval.downstream:
-            from services.eval.downstream import run_downstream
-
-            synth_items = requests(train_rows, 1, cfg.project.seed + 1)
-            synth = generate_with_ray(synth_items, job_uris["model"], storage.join(out, "generated", "train-reports"),
-                                      cfg, cfg.eval.steps, cfg.eval.guidance)  # fmt: skip
-            downstream_rows = run_downstream(
-                cfg, (train_images, train_targets, [r["sample_id"] for r in train_rows]),
-                (_fit_size(synth.images, size), train_targets), (test_images, test_targets), work / "downstream",
-                storage.join(out, "ray"), key, policy.describe(),
-            )  # fmt: skip
-
-        # ---- tables, figures, report
-        lnfs, ava = cfg.filter.enabled, bool(cfg.text.squeeze_tokens)
-        ablation = []
-        for name, (variant, _) in models.items():
-            m = results_by_model[name]
-            flags = _flags(variant, name, lnfs, ava, bool(spec.get("adapter")))
-            ablation.append({"variant": name, **flags, "fid": m.get("fid_inception"), "fid_domain": m["fid_domain"],
-                             "mAUC": m["mAUC"]})  # fmt: skip
-        sets = {f"generated ({n})": results_by_model[n] for n in models}
-        sets["real test images (same reports)"] = real_eval
-        measured = {
-            "model": model_ref, "fid_inception": main.get("fid_inception"), "fid_domain": main["fid_domain"],
-            "fid_floor": fid_floor, "gflops": compute["gmacs_thop"], "seconds_per_image": timing["seconds_per_image"],
-            "images_per_second": main["images_per_second"],
-        }  # fmt: skip
-        built = {
-            "table_v": tables.table_v(sets, classifier.id),
-            "table_iv": tables.table_iv(measured, machine()),
-            "table_ii": tables.table_ii(ablation),
-        }
-        if downstream_rows:
-            built["table_vi"] = tables.table_vi(
-                [{k: v for k, v in r.items() if k not in ("real_only", "with_synthetic")} for r in downstream_rows],
-                OWN_KIND,
-            )
-        figures = {"auc": report.auc_chart(sets), "grid": _grid(eval_rows, generated["model"], test_images[eval_idx],
-                                                               cfg.eval.grid_per_disease)}  # fmt: skip
-        results = {
-            "model": model_ref,
-            "provenance": {
-                "model": provenance(spec),
-                **{n: provenance(read_bundle_spec(f)) for n, (_, f) in variants.items()},
-            },  # fmt: skip
-            "classifier": classifier.id,
-            "classifier_test": classifier_test,
-            "dataset": dataset,
-            "models": results_by_model,
-            "real_test_same_reports": real_eval,
-            "fid_floor": fid_floor,
-            "fid_floor_sizes": fid_floor_sizes,
-            "calibration": calibration,
-            "compute": compute,
-            "latency": timing,
-            "downstream": downstream_rows,
-            "machine": machine(),
-            "config": cfg.to_dict()["eval"],
-            "key": key,
-        }
+        results, built, figures = _evaluate(cfg, data, model_ref, folder, variants, out, work, key)
         html = report.render_html(results, built, figures)
         outputs = _write(out, results, built, figures, html)
         results["seconds"] = round(time.perf_counter() - started, 1)
@@ -329,9 +214,170 @@ def run(
             _track(tracker, cfg, results, out, figures, html, built)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+    main = results["models"]["model"]
     if stage:
         stage.complete(key, outputs, {"summary": {"mAUC": main["mAUC"], "fid_domain": main["fid_domain"]}})
     return {"skipped": False, **outputs, "summary": results, "key": key}
+
+
+def _evaluate(
+    cfg: DiffCXRConfig, data: EvalData, model_ref: str, folder: Path,
+    variants: dict[str, tuple[EvalVariant, Path]], out: str, work: Path, key: str,
+) -> tuple[dict[str, Any], dict[str, Any], dict[str, bytes]]:  # fmt: skip
+    """(results, tables, figures) of one evaluation: reference classifier, generation, controls, tables."""
+    spec = read_bundle_spec(folder)
+    eval_idx, eval_rows = data.eval_idx, data.eval_rows
+    rng = np.random.default_rng(cfg.project.seed)
+    ref = _reference(cfg, data, out, work, rng)
+    classifier, eval_feats = ref["classifier"], ref["eval_feats"]
+
+    # ---- generation and metrics for the model and its variants
+    models: dict[str, tuple[EvalVariant | None, Path]] = {"model": (None, folder)}
+    job_uris = {"model": _job_uri(model_ref, folder, out, "model")}
+    if cfg.eval.without_adapter and spec.get("adapter"):
+        bare = bundle_without_adapter(folder, out, work)
+        models["without adapter"] = (None, bare[0])
+        job_uris["without adapter"] = bare[1]
+    models.update(variants)
+    job_uris.update({n: _job_uri(v.model, f, out, n) for n, (v, f) in variants.items()})
+    items = requests(eval_rows, cfg.eval.images_per_report, cfg.project.seed)
+    image_targets = np.repeat(label_matrix(eval_rows, data.policy), cfg.eval.images_per_report, axis=0)
+    generated: dict[str, Generated] = {}
+    generated_probs: dict[str, np.ndarray] = {}
+    results_by_model: dict[str, dict[str, Any]] = {}
+    for name in models:
+        gen = generate_with_ray(items, job_uris[name], storage.join(out, "generated", _slug(name)), cfg,
+                                cfg.eval.steps, cfg.eval.guidance)  # fmt: skip
+        generated[name] = gen
+        first = np.array([i for i, r in enumerate(gen.repeats) if r == 0])  # FID at equal set sizes
+        scores = classifier.run(gen.images)
+        generated_probs[name] = scores[0]
+        metrics = image_metrics(classifier, gen.images, image_targets, eval_feats, ref["inception"],
+                                ref["ref_inception"], first, scores, bootstrap=cfg.eval.bootstrap)  # fmt: skip
+        metrics.update(seconds=round(gen.seconds, 2), images_per_second=round(gen.images_per_second, 3))
+        results_by_model[name] = metrics
+        log.info("eval %s: mAUC %s, domain FID %s", name, metrics["mAUC"], metrics["fid_domain"])
+    real_auc = per_disease_auc(data.test_targets[eval_idx], ref["test_probs"][eval_idx], bootstrap=cfg.eval.bootstrap)
+    real_eval = {"n_images": len(eval_idx), "auc": real_auc, "fid_domain": None, "mAUC": real_auc["mAUC"]}
+    calibration = _calibration(ref, real_eval, image_targets, generated_probs["model"], generated["model"], rng)
+    compute = _compute(spec)
+    timing = latency(folder, eval_rows[0].get("report_text") or "", cfg.eval.latency_images, cfg.eval.steps,
+                     cfg.eval.guidance)  # fmt: skip
+    downstream_rows = _downstream(cfg, data, job_uris["model"], out, work, key) if cfg.eval.downstream else []
+
+    # ---- tables, figures, report
+    lnfs, ava = cfg.filter.enabled, bool(cfg.text.squeeze_tokens)
+    ablation = []
+    for name, (variant, _) in models.items():
+        m = results_by_model[name]
+        flags = _flags(variant, name, lnfs, ava, bool(spec.get("adapter")))
+        ablation.append({"variant": name, **flags, "fid": m.get("fid_inception"), "fid_domain": m["fid_domain"],
+                         "mAUC": m["mAUC"]})  # fmt: skip
+    sets = {f"generated ({n})": results_by_model[n] for n in models}
+    sets["real test images (same reports)"] = real_eval
+    main = results_by_model["model"]
+    measured = {
+        "model": model_ref, "fid_inception": main.get("fid_inception"), "fid_domain": main["fid_domain"],
+        "fid_floor": ref["fid_floor"], "gflops": compute["gmacs_thop"],
+        "seconds_per_image": timing["seconds_per_image"], "images_per_second": main["images_per_second"],
+    }  # fmt: skip
+    built = {
+        "table_v": tables.table_v(sets, classifier.id),
+        "table_iv": tables.table_iv(measured, machine()),
+        "table_ii": tables.table_ii(ablation),
+    }
+    if downstream_rows:
+        built["table_vi"] = tables.table_vi(
+            [{k: v for k, v in r.items() if k not in ("real_only", "with_synthetic")} for r in downstream_rows],
+            OWN_KIND,
+        )
+    figures = {"auc": report.auc_chart(sets), "grid": _grid(eval_rows, generated["model"], data.test_images[eval_idx],
+                                                           cfg.eval.grid_per_disease)}  # fmt: skip
+    results = {
+        "model": model_ref,
+        "provenance": {
+            "model": provenance(spec),
+            **{n: provenance(read_bundle_spec(f)) for n, (_, f) in variants.items()},
+        },  # fmt: skip
+        "classifier": classifier.id,
+        "classifier_test": ref["classifier_test"],
+        "dataset": data.dataset,
+        "models": results_by_model,
+        "real_test_same_reports": real_eval,
+        "fid_floor": ref["fid_floor"],
+        "fid_floor_sizes": ref["fid_floor_sizes"],
+        "calibration": calibration,
+        "compute": compute,
+        "latency": timing,
+        "downstream": downstream_rows,
+        "machine": machine(),
+        "config": cfg.to_dict()["eval"],
+        "key": key,
+    }
+    return results, built, figures
+
+
+def _reference(cfg: DiffCXRConfig, data: EvalData, out: str, work: Path, rng: np.random.Generator) -> dict[str, Any]:
+    """The reference classifier on the real images: its test AUCs, the held-out features generated images are
+    compared with, and the real-vs-real domain FID floor."""
+    classifier = _classifier(cfg, out, work, data.dataset["manifest_sha256"], data.train_images, data.train_targets,
+                             data.train_rows, data.policy)  # fmt: skip
+    test_probs, test_feats = classifier.run(data.test_images)
+    eval_feats = test_feats[data.eval_idx]
+    floor_idx = rng.choice(len(data.train_rows), size=min(len(data.train_rows), len(data.eval_idx)), replace=False)
+    _, train_feats = classifier.run(data.train_images[floor_idx])
+    inception = _inception(cfg)
+    return {
+        "classifier": classifier,
+        "classifier_test": per_disease_auc(data.test_targets, test_probs),
+        "test_probs": test_probs,
+        "eval_feats": eval_feats,
+        "fid_floor": round(frechet_distance(train_feats, eval_feats), 4),
+        "fid_floor_sizes": [len(floor_idx), len(data.eval_idx)],
+        "inception": inception,
+        "ref_inception": inception(data.test_images[data.eval_idx]) if inception is not None else None,
+    }
+
+
+def _calibration(
+    ref: dict[str, Any], real_eval: dict[str, Any], image_targets: np.ndarray, gen_probs: np.ndarray,
+    generated: Generated, rng: np.random.Generator,
+) -> dict[str, Any]:  # fmt: skip
+    """Where chance and the ceiling lie for this classifier and these reports: shuffled labels, real images
+    scored as if generated, uniform noise."""
+    # one permutation of a few positives is noisy: the mean and spread over 20 show where chance lies
+    shuffled = [per_disease_auc(image_targets[rng.permutation(len(image_targets))], gen_probs)["mAUC"]
+                for _ in range(20)]  # fmt: skip
+    shuffled = [v for v in shuffled if v is not None]
+    noise = rng.integers(0, 256, size=(len(ref["eval_feats"]), *generated.images.shape[1:]), dtype=np.uint8)
+    _, noise_feats = ref["classifier"].run(noise)
+    return {
+        "classifier test mAUC (all real test images)": ref["classifier_test"]["mAUC"],
+        "real held-out images as generated: mAUC": real_eval["mAUC"],
+        "domain FID floor (real train vs real test)": ref["fid_floor"],
+        "domain FID floor set sizes (train, test)": ref["fid_floor_sizes"],
+        "generated, report labels shuffled: mAUC (mean of 20)": round(float(np.mean(shuffled)), 4)
+        if shuffled
+        else None,
+        "generated, report labels shuffled: mAUC spread (sd)": round(float(np.std(shuffled)), 4) if shuffled else None,
+        "uniform noise as generated: domain FID": round(frechet_distance(noise_feats, ref["eval_feats"]), 4),
+    }
+
+
+def _downstream(
+    cfg: DiffCXRConfig, data: EvalData, model_uri: str, out: str, work: Path, key: str
+) -> list[dict[str, Any]]:
+    """Table VI: the classifier trained on real images with and without images generated for train reports."""
+    from services.eval.downstream import run_downstream
+
+    synth_items = requests(data.train_rows, 1, cfg.project.seed + 1)
+    synth = generate_with_ray(synth_items, model_uri, storage.join(out, "generated", "train-reports"), cfg,
+                              cfg.eval.steps, cfg.eval.guidance)  # fmt: skip
+    return run_downstream(
+        cfg, (data.train_images, data.train_targets, [r["sample_id"] for r in data.train_rows]),
+        (_fit_size(synth.images, cfg.data.image_size), data.train_targets), (data.test_images, data.test_targets),
+        work / "downstream", storage.join(out, "ray"), key, data.policy.describe(),
+    )  # fmt: skip
 
 
 def _slug(name: str) -> str:

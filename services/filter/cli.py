@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from diffcxr.cliargs import Groups, add_stage_flags, command, load, print_json
+from diffcxr.cliargs import Groups, add_stage_flags, command, load, print_json, tracked
+from diffcxr.stages import StageCall
 
 
 def cmd_filter(args: argparse.Namespace) -> int:
@@ -16,15 +17,10 @@ def cmd_filter(args: argparse.Namespace) -> int:
     from services.filter import stage
 
     cfg = load(args)
-    tracker = None
-    if args.track:
-        from diffcxr.tracking import Tracker
-
-        tracker = Tracker.from_config(cfg)
-        with tracker.run("filter", tags={"diffcxr.stage": "filter", "diffcxr.profile": cfg.project.profile}):
-            outcome = stage.run(cfg, tracker, args.manifest, args.out, force=args.force)
-    else:
-        outcome = stage.run(cfg, None, args.manifest, args.out, force=args.force)
+    inputs = {"manifest": args.manifest} if args.manifest else None
+    tracker, context = tracked(cfg, "filter", args.track)
+    with context:
+        outcome = stage.run(cfg, StageCall(tracker, inputs, args.out, args.force))
     print_json({k: v for k, v in outcome.items() if k != "key"})
     return 0
 

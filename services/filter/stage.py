@@ -25,7 +25,7 @@ from diffcxr.config import DiffCXRConfig
 from diffcxr.constants import STATUS_FILTERED, STATUS_KEPT, STATUS_QUARANTINED
 from diffcxr.contracts.latents import read_latents
 from diffcxr.errors import DataError
-from diffcxr.stages import StageDir, content_key
+from diffcxr.stages import DEFAULT_CALL, StageCall, StageDir, content_key
 from diffcxr.tracking import Tracker
 from services.filter.encode import encode_with_ray, init_ray
 from services.filter.lnfs import run_lnfs
@@ -35,8 +35,9 @@ log = logging.getLogger(__name__)
 STAGE = "filter"
 
 
-def default_manifest(cfg: DiffCXRConfig) -> str:
-    return StageDir(cfg.run_root, "data").path("manifest.parquet")
+def default_inputs(cfg: DiffCXRConfig) -> dict[str, str]:
+    """What the filter reads when run alone: the data stage's manifest in the run folder."""
+    return {"manifest": StageDir(cfg.run_root, "data").path("manifest.parquet")}
 
 
 def stage_key(cfg: DiffCXRConfig, manifest_bytes: bytes) -> str:
@@ -63,19 +64,14 @@ def scores_table(rows: list[dict[str, Any]]) -> pa.Table:
     return pa.Table.from_pylist(rows, schema=schema)
 
 
-def run(
-    cfg: DiffCXRConfig,
-    tracker: Tracker | None = None,
-    manifest_uri: str | None = None,
-    out_uri: str | None = None,
-    force: bool = False,
-) -> dict[str, Any]:
-    manifest_uri = manifest_uri or default_manifest(cfg)
-    stage = StageDir(cfg.run_root, STAGE) if out_uri is None else None
-    out = out_uri or stage.uri
+def run(cfg: DiffCXRConfig, call: StageCall = DEFAULT_CALL) -> dict[str, Any]:
+    """Encode, score and filter ``inputs["manifest"]``; write latents, scores and the filtered manifest."""
+    manifest_uri = call.paths(default_inputs(cfg))["manifest"]
+    stage, out = call.folder(cfg.run_root, STAGE)
+    tracker = call.tracker
     manifest_bytes = storage.read_bytes(manifest_uri)  # read once: a missing URI fails here, naming it
     key = stage_key(cfg, manifest_bytes)
-    reused = stage.reuse(key) if stage and not force else None
+    reused = call.reuse(stage, key)
     if reused:
         return reused
     started = time.perf_counter()

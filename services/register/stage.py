@@ -29,7 +29,7 @@ from mlflow.exceptions import MlflowException
 from diffcxr import storage
 from diffcxr.config import DiffCXRConfig
 from diffcxr.errors import DataError, TrackingError
-from diffcxr.stages import StageDir, content_key
+from diffcxr.stages import DEFAULT_CALL, StageCall, StageDir, content_key, read_marker
 from diffcxr.tracking import Tracker
 from services.register.gate import Decision, below_floor, decide
 
@@ -72,23 +72,29 @@ def _from_tag(text: str | None) -> float | None:
     return None if text in (None, "none", "") else float(text)
 
 
-def _stage_inputs(cfg: DiffCXRConfig) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
-    """The diffusion marker, the eval marker and the eval results of this run folder, checked to belong together."""
-    diffusion, evaluation = StageDir(cfg.run_root, "diffusion").marker(), StageDir(cfg.run_root, "eval").marker()
+def default_inputs(cfg: DiffCXRConfig) -> dict[str, str]:
+    """What the gate reads when run alone: the run folder's text, diffusion and eval stage folders (their
+    markers say what was registered and evaluated)."""
+    return {name: StageDir(cfg.run_root, name).uri for name in ("text", "diffusion", "eval")}
+
+
+def _stage_inputs(inputs: dict[str, str]) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """The diffusion marker, the eval marker and the eval results, checked to belong together."""
+    diffusion, evaluation = read_marker(inputs["diffusion"]), read_marker(inputs["eval"])
     if not diffusion:
-        raise DataError(f"no completed diffusion stage under {cfg.run_root}: run the pipeline up to it first")
+        raise DataError(f"no completed diffusion stage at {inputs['diffusion']}: run the pipeline up to it first")
     if not evaluation:
-        raise DataError(f"no completed eval stage under {cfg.run_root}: run it first (--from eval)")
+        raise DataError(f"no completed eval stage at {inputs['eval']}: run it first (--from eval)")
     if not (diffusion.get("summary", {}).get("registered") or {}).get("generator"):
         raise DataError(
-            f"the diffusion stage under {cfg.run_root} ran without MLflow tracking, so there is no registered "
+            f"the diffusion stage at {inputs['diffusion']} ran without MLflow tracking, so there is no registered "
             "generator to promote; re-run it tracked (diffcxr pipeline run --from diffusion --force)"
         )
-    results = json.loads(storage.read_text(StageDir(cfg.run_root, "eval").path("results.json")))
+    results = json.loads(storage.read_text(evaluation["outputs"]["results"]))
     if results.get("model") != diffusion["outputs"]["generator"]:
         raise DataError(
-            f"the eval results under {cfg.run_root} are for '{results.get('model')}', not for the generator "
-            f"trained there ('{diffusion['outputs']['generator']}'); re-run --from eval"
+            f"the eval results at {inputs['eval']} are for '{results.get('model')}', not for the generator "
+            f"trained at {inputs['diffusion']} ('{diffusion['outputs']['generator']}'); re-run --from eval"
         )
     return diffusion, evaluation, results
 
@@ -114,7 +120,7 @@ def _check_version(tracker: Tracker, name: str, version: int, diffusion: dict[st
 
 
 def _champion_metrics(
-    cfg: DiffCXRConfig, tracker: Tracker, name: str, version: int, set_id: str, out: str
+    cfg: DiffCXRConfig, tracker: Tracker, name: str, version: int, set_id: str, out: str, eval_folder: str
 ) -> dict[str, float | None] | None:
     """The champion's metrics on this evaluation set: from its tags, or by evaluating it now (None when the
     sets differ and re-evaluation is off)."""
@@ -127,13 +133,13 @@ def _champion_metrics(
 
     log.info("champion %s v%s has no result on evaluation set %s: evaluating it now", name, version, set_id)
     target = storage.join(out, f"champion-v{version}")
-    classifier = StageDir(cfg.run_root, "eval").path("classifier")
+    classifier = storage.join(eval_folder, "classifier")
     if storage.exists(storage.join(classifier, "classifier.json")):  # the same classifier, not a second training
         for uri in storage.list_files(classifier):
             storage.copy(uri, storage.join(target, "classifier", uri[len(classifier) :].lstrip("/")))
     quick = cfg.eval.model_copy(update={"downstream": False, "variants": [], "without_adapter": False})
-    outcome = run_eval(cfg.model_copy(update={"eval": quick}), None, model=f"models:/{name}/{version}",
-                             out_uri=target)  # fmt: skip
+    call = StageCall(inputs={"model": f"models:/{name}/{version}"}, out_uri=target)
+    outcome = run_eval(cfg.model_copy(update={"eval": quick}), call)
     results = outcome["summary"]
     if eval_set_id(results) != set_id:
         raise DataError(f"re-evaluating {name} v{version} gave evaluation set {eval_set_id(results)}, not {set_id}")
@@ -150,13 +156,13 @@ def _record_eval(
         tracker.client.set_model_version_tag(name, str(version), key, value)
 
 
-def _parts(cfg: DiffCXRConfig, diffusion: dict[str, Any]) -> dict[str, int]:
+def _parts(diffusion: dict[str, Any], text_folder: str) -> dict[str, int]:
     """Registered parts of the generator (model name → version): U-ViT, adapter, and the text model."""
     parts = {}
     for key, entry in (diffusion["summary"].get("registered") or {}).items():
         if key != "generator" and isinstance(entry, dict) and entry.get("name"):
             parts[entry["name"]] = int(entry["version"])
-    text = (StageDir(cfg.run_root, "text").marker() or {}).get("summary", {}).get("registered") or {}
+    text = (read_marker(text_folder) or {}).get("summary", {}).get("registered") or {}
     if text.get("name"):
         parts[text["name"]] = int(text["version"])
     return parts
@@ -190,21 +196,24 @@ def _still_holds(tracker: Tracker, record: dict[str, Any], champion: int | None)
     return bool(record.get("promoted")) or champion == record.get("previous_champion")
 
 
-def run(cfg: DiffCXRConfig, tracker: Tracker | None, force: bool = False) -> dict[str, Any]:
-    """Promote the run folder's generator to champion, or make it challenger; say why in MLflow."""
+def run(cfg: DiffCXRConfig, call: StageCall = DEFAULT_CALL) -> dict[str, Any]:
+    """Promote the generator trained at ``inputs["diffusion"]`` and evaluated at ``inputs["eval"]`` (stage
+    folders) to champion, or make it challenger; say why in MLflow."""
+    tracker = call.tracker
     if tracker is None:
         raise TrackingError("the register stage needs MLflow tracking (the registry is where it acts)")
-    diffusion, evaluation, results = _stage_inputs(cfg)
+    paths = call.paths(default_inputs(cfg))
+    diffusion, evaluation, results = _stage_inputs(paths)
     generator = diffusion["summary"]["registered"]["generator"]
     name, version = generator["name"], int(generator["version"])
     _check_version(tracker, name, version, diffusion, results)
     champion = tracker.alias_version(name, cfg.tracking.alias)
-    stage = StageDir(cfg.run_root, STAGE)
+    stage, out = call.folder(cfg.run_root, STAGE)
     key = content_key(
         STAGE, name, version, evaluation["key"], cfg.to_dict()["promotion"],
         [cfg.tracking.alias, cfg.tracking.challenger_alias],
     )  # fmt: skip
-    reused = None if force else stage.reuse(key)
+    reused = call.reuse(stage, key)
     if reused and _still_holds(tracker, reused["summary"], champion):
         return reused
 
@@ -220,7 +229,7 @@ def run(cfg: DiffCXRConfig, tracker: Tracker | None, force: bool = False) -> dic
         decision = decide(metrics, None, cfg.promotion)
     else:
         label = f"champion v{champion}"
-        champion_metrics = _champion_metrics(cfg, tracker, name, champion, set_id, stage.uri)
+        champion_metrics = _champion_metrics(cfg, tracker, name, champion, set_id, out, paths["eval"])
         if champion_metrics is None:
             decision = Decision(
                 False,
@@ -234,7 +243,7 @@ def run(cfg: DiffCXRConfig, tracker: Tracker | None, force: bool = False) -> dic
         alias = cfg.tracking.alias
     else:
         alias = cfg.tracking.candidate_alias if decision.below_floor else cfg.tracking.challenger_alias
-    parts = _parts(cfg, diffusion)
+    parts = _parts(diffusion, paths["text"])
     _apply(tracker, name, version, alias, f"{alias}: {decision.reason}", parts if decision.promote else {}, {
         "promotion.reason": decision.reason, "promotion.compared_with": str(champion) if champion else "none",
         "promotion.parts": json.dumps(parts, sort_keys=True)})  # fmt: skip
@@ -254,7 +263,7 @@ def run(cfg: DiffCXRConfig, tracker: Tracker | None, force: bool = False) -> dic
         "parts": parts,
         "tracking_uri": tracker.tracking_uri,
     }
-    uri = stage.path("promotion.json")
+    uri = storage.join(out, "promotion.json")
     storage.write_text(uri, json.dumps(record, indent=2))
     tracker.log_params({"promotion": cfg.to_dict()["promotion"], "register.version": version})
     tracker.log_metrics(
@@ -264,7 +273,8 @@ def run(cfg: DiffCXRConfig, tracker: Tracker | None, force: bool = False) -> dic
     )
     tracker.set_tags({"promotion.decision": alias, "promotion.reason": decision.reason[:5000]})
     tracker.log_dict(record, "register/promotion.json")
-    stage.complete(key, {"promotion": uri}, {"summary": record})
+    if stage:
+        stage.complete(key, {"promotion": uri}, {"summary": record})
     return {"skipped": False, "promotion": uri, "summary": record, "key": key, **record}
 
 

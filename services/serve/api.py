@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, model_validator
 
-from services.diffusion.schedulers import GUIDANCE_RANGE
+from services.diffusion import GUIDANCE_RANGE
 from services.serve.config import ServeConfig
 
 MAX_SEED = 2**63 - 1

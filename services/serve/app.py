@@ -7,6 +7,11 @@ points at *now*) and hands it to every deployment in ``user_config``. Later
 moves of the alias are picked up by the ingress's alias watcher without any
 redeploy; ``serve deploy`` of an edited config makes Serve roll the replicas
 (new ones up before old ones stop; no request failed under load in the test).
+
+The deployments are composed with ``.bind()``: text, denoiser and decoder are
+bound first and their handles handed to the ingress (``GeneratorIngress``,
+a module-level class in ``ingress.py``). HTTP and gRPC both bind ``host``
+(127.0.0.1 by default); gRPC needs the proxy hook of ``grpc_bind.py`` for it.
 """
 
 from __future__ import annotations
@@ -22,7 +27,8 @@ from ray.serve import Application
 
 from services.serve.config import DeploymentSettings, ServeConfig
 from services.serve.deployments import DecoderDeployment, DenoiserDeployment, TextDeployment
-from services.serve.ingress import build_ingress
+from services.serve.grpc_bind import controller_env
+from services.serve.ingress import GeneratorIngress
 from services.serve.models import resolve
 from services.serve.stubs import SERVICER_FUNCTION
 
@@ -56,7 +62,13 @@ def build_app(args: dict[str, Any] | ServeConfig | None = None) -> Application:
         threads=cfg.denoiser.threads
     )
     decoder = DecoderDeployment.options(**_options("decoder", cfg.decoder, shared)).bind(threads=cfg.decoder.threads)
-    return build_ingress(cfg).options(**_options("ingress", cfg.ingress, shared)).bind(text, denoiser, decoder)
+    return GeneratorIngress.options(**_options("ingress", cfg.ingress, shared)).bind(cfg, text, denoiser, decoder)
+
+
+def _controller_options(cfg: ServeConfig) -> dict[str, Any] | None:
+    """The Serve controller's environment that makes the gRPC proxies bind ``cfg.host`` (grpc_bind.py)."""
+    env = controller_env(cfg.host, cfg.grpc_port)
+    return {"runtime_env": {"env_vars": env}} if env else None
 
 
 def start(cfg: ServeConfig) -> dict[str, str]:
@@ -64,7 +76,10 @@ def start(cfg: ServeConfig) -> dict[str, str]:
     from ray.serve.config import HTTPOptions, gRPCOptions
 
     grpc = gRPCOptions(port=cfg.grpc_port, grpc_servicer_functions=[SERVICER_FUNCTION]) if cfg.grpc_port else None
-    serve.start(http_options=HTTPOptions(host=cfg.host, port=cfg.http_port), grpc_options=grpc)
+    serve.start(
+        http_options=HTTPOptions(host=cfg.host, port=cfg.http_port), grpc_options=grpc,
+        controller_options=_controller_options(cfg),
+    )  # fmt: skip
     serve.run(build_app(cfg), name=cfg.app_name, route_prefix="/", blocking=False)
     urls = {"http": f"http://{cfg.host}:{cfg.http_port}/", "docs": f"http://{cfg.host}:{cfg.http_port}/docs"}
     if cfg.grpc_port:
@@ -96,4 +111,7 @@ def deploy_config(cfg: ServeConfig, working_dir: str | None = None) -> str:
     }
     if cfg.grpc_port:
         doc["grpc_options"] = {"port": cfg.grpc_port, "grpc_servicer_functions": [SERVICER_FUNCTION]}
+    controller = _controller_options(cfg)
+    if controller:
+        doc["controller_options"] = controller
     return yaml.safe_dump(doc, sort_keys=False)

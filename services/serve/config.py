@@ -14,7 +14,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from diffcxr.errors import ConfigError
-from services.diffusion.schedulers import GUIDANCE_RANGE, STEPS_RANGE
+from services.diffusion import GUIDANCE_RANGE, STEPS_RANGE
 
 DEFAULT_MODEL = "models:/diffcxr-generator@champion"
 

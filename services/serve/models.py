@@ -2,33 +2,29 @@
 
 The application resolves ``model`` once when it is built (``models:/NAME@ALIAS``
 → a registry version), and every request carries that :class:`ModelVersion`
-through the graph. A replica that has not loaded that version yet loads it
-(keeping the previous one too), so moving the alias and redeploying switches
-versions without dropping a request and without mixing parts of two versions
-in one image.
+through the graph. Loading a version into a replica (and keeping the two most
+recently used) is Ray Serve's model multiplexing (``@serve.multiplexed`` in
+``deployments.py``, the version's :attr:`ModelVersion.label` as the model id),
+so moving the alias switches versions without dropping a request and without
+mixing parts of two versions in one image.
 """
 
 from __future__ import annotations
 
-import logging
+import hashlib
 import os
 import shutil
 import tempfile
 import threading
 import uuid
-from collections import OrderedDict
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Generic, TypeVar
 
 from diffcxr import storage
 from diffcxr.bundle import SPEC_FILE
 from diffcxr.errors import DataError
 from diffcxr.hashing import sha256_file
-
-log = logging.getLogger(__name__)
-T = TypeVar("T")
+from diffcxr.modelrefs import is_registered, parse_model_ref
 
 
 @dataclass(frozen=True)
@@ -45,21 +41,15 @@ class ModelVersion:
         return f"{self.name}/{self.version}"
 
 
-def parse_registry_ref(ref: str) -> tuple[str, str]:
-    body = ref[len("models:/") :]
-    separator = "@" if "@" in body else "/"
-    name, _, alias_or_version = body.partition(separator)
-    if not name or not alias_or_version:
-        raise DataError(f"model: '{ref}' must look like models:/NAME@ALIAS or models:/NAME/VERSION")
-    return name, alias_or_version
-
-
 def resolve(ref: str, tracking_uri: str | None = None) -> ModelVersion:
     """Pin ``ref``: an alias becomes the version it points to now; a folder becomes its spec hash."""
-    if ref.startswith("models:/"):
+    if is_registered(ref):
         from diffcxr.tracking import Tracker
 
-        name, which = parse_registry_ref(ref)
+        try:
+            name, which = parse_model_ref(ref)
+        except DataError as exc:
+            raise DataError(f"model: {exc}") from None
         if which.isdigit():
             version = which
         else:
@@ -77,11 +67,27 @@ def resolve(ref: str, tracking_uri: str | None = None) -> ModelVersion:
 _download_lock = threading.Lock()
 
 
+def registry_key(tracking_uri: str | None) -> str:
+    """A short, stable folder name for the registry a version comes from.
+
+    ``NAME/VERSION`` alone is not unique: two MLflow servers can both hold
+    ``diffcxr-generator/3`` with different weights, and a shared cache folder
+    would then serve one server's weights for the other's version. The key is
+    the first 12 hex of the sha256 of the tracking URI that resolves the
+    download (the configured one, else ``MLFLOW_TRACKING_URI``, else
+    MLflow's default), so it never spells out a URI that may carry credentials.
+    """
+    uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or "default"
+    return hashlib.sha256(uri.encode()).hexdigest()[:12]
+
+
 def local_folder(model: ModelVersion, tracking_uri: str | None, cache: str | None) -> Path:
-    """The bundle's folder on this node; a registry version is downloaded once per node into ``cache``."""
+    """The bundle's folder on this node; a registry version is downloaded once per node into
+    ``cache/<registry key>/NAME/VERSION`` (see :func:`registry_key`)."""
     if model.name == "local":
         return storage.get_folder(model.location)
-    root = Path(cache or os.environ.get("DIFFCXR_MODEL_CACHE") or Path(tempfile.gettempdir(), "diffcxr-models"))
+    base = Path(cache or os.environ.get("DIFFCXR_MODEL_CACHE") or Path(tempfile.gettempdir(), "diffcxr-models"))
+    root = base / registry_key(tracking_uri)
     target = root / model.name / model.version
     with _download_lock:
         spec = next(target.rglob(SPEC_FILE), None) if target.is_dir() else None
@@ -98,32 +104,3 @@ def local_folder(model: ModelVersion, tracking_uri: str | None, cache: str | Non
             if spec is None:
                 raise DataError(f"model: '{model.location}' holds no {SPEC_FILE}")
     return spec.parent
-
-
-class LoadedVersions(Generic[T]):
-    """The parts a replica has loaded, by version label; keeps the ``keep`` most recently used."""
-
-    def __init__(self, load: Callable[[Path], T], tracking_uri: str | None, cache: str | None, keep: int = 2) -> None:
-        self._load = load
-        self._tracking_uri = tracking_uri
-        self._cache = cache
-        self._keep = keep
-        self._parts: OrderedDict[str, T] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def get(self, model: ModelVersion) -> T:
-        with self._lock:
-            if model.label in self._parts:
-                self._parts.move_to_end(model.label)
-                return self._parts[model.label]
-            log.info("loading generator %s", model.label)
-            part = self._load(local_folder(model, self._tracking_uri, self._cache))
-            self._parts[model.label] = part
-            while len(self._parts) > self._keep:
-                dropped, _ = self._parts.popitem(last=False)
-                log.info("unloaded generator %s", dropped)
-            return part
-
-    def loaded(self) -> list[str]:
-        """Loaded version labels, most recently used last."""
-        return list(self._parts)

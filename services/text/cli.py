@@ -16,6 +16,7 @@ from diffcxr.cliargs import (
     tracked,
 )
 from diffcxr.errors import DiffCXRError
+from diffcxr.stages import StageCall
 
 TEXT_GROUP = """the report encoder and its information squeeze (AVA-TLS): train on Ray Train, embed on Ray Data
 
@@ -32,12 +33,13 @@ def cmd_text_train(args: argparse.Namespace) -> int:
     from services.text import stage
 
     cfg = load(args)
+    inputs = {"manifest": args.manifest} if args.manifest else None
     tracker, context = tracked(cfg, "text", args.track)
     with context:
         if args.embed:
-            outcome = stage.run(cfg, tracker, args.manifest, args.out, force=args.force, num_workers=args.workers)
+            outcome = stage.run(cfg, StageCall(tracker, inputs, args.out, args.force), num_workers=args.workers)
         else:
-            outcome = stage.run_train(cfg, tracker, args.manifest, args.out, num_workers=args.workers)
+            outcome = stage.run_train(cfg, StageCall(tracker, inputs, args.out), num_workers=args.workers)
     print_json({k: v for k, v in outcome.items() if k != "key"})
     return 0
 

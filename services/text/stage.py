@@ -11,7 +11,6 @@ of the trained and the untrained encoder, truncation counts, throughput).
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import logging
 import tempfile
@@ -26,10 +25,11 @@ from diffcxr.config import DiffCXRConfig
 from diffcxr.constants import CHEXPERT_LABELS
 from diffcxr.contracts.embeddings import read_table, sentence_id
 from diffcxr.errors import ConfigError, DataError
+from diffcxr.figures import png_bytes, pyplot
 from diffcxr.labeling.sentences import NO_FINDING_SENTENCE
 from diffcxr.modelrefs import resolve_model_folder
 from diffcxr.raycluster import init_ray
-from diffcxr.stages import StageDir, content_key
+from diffcxr.stages import DEFAULT_CALL, StageCall, StageDir, content_key
 from diffcxr.tracking import Tracker
 from services.text.data import states_of, text_is_frozen, tower_pass
 from services.text.embed import embed_with_ray, embedding_items, unconditional_of, write_unconditional
@@ -43,10 +43,12 @@ MODEL_NAME = "diffcxr-text"
 BUNDLE_DIR = "text_model"
 
 
-def default_manifest(cfg: DiffCXRConfig) -> str:
-    """The filter stage's manifest when it exists, else the data stage's."""
+def default_inputs(cfg: DiffCXRConfig) -> dict[str, str]:
+    """What the text stage reads when run alone: the filter stage's manifest when it exists, else the data
+    stage's (in the pipeline, the orchestrator wires the filter's)."""
     filtered = StageDir(cfg.run_root, "filter").path("manifest.parquet")
-    return filtered if storage.exists(filtered) else StageDir(cfg.run_root, "data").path("manifest.parquet")
+    manifest_uri = filtered if storage.exists(filtered) else StageDir(cfg.run_root, "data").path("manifest.parquet")
+    return {"manifest": manifest_uri}
 
 
 def stage_key(cfg: DiffCXRConfig, manifest_bytes: bytes) -> str:
@@ -107,8 +109,6 @@ def train_text(
     key: str,
     tracker: Tracker | None = None,
     num_workers: int | None = None,
-    crash_after_step: int | None = None,
-    kill_after_step: int | None = None,
     shared: Any | None = None,
 ) -> dict[str, Any]:
     """Train on the kept train-split pairs; write ``model/``; return the outcome (model included).
@@ -122,23 +122,8 @@ def train_text(
         dataset = shared.map_batches(train_pairs, batch_format="numpy", num_cpus=0.25)
     else:
         dataset = training_dataset(train_rows, cfg, init_uri)
-    tracking = None
-    if tracker is not None:
-        import mlflow
-
-        active = mlflow.active_run()
-        tracking = {"uri": tracker.tracking_uri, "run_id": active.info.run_id} if active else None
-    outcome = train(
-        cfg,
-        dataset,
-        init_uri,
-        storage.join(out, "ray"),
-        f"text-{key}",
-        tracking=tracking,
-        num_workers=num_workers,
-        crash_after_step=crash_after_step,
-        kill_after_step=kill_after_step,
-    )
+    tracking = tracker.worker_target() if tracker is not None else None
+    outcome = train(cfg, dataset, init_uri, storage.join(out, "ray"), f"text-{key}", tracking, num_workers)
     model = ReportEncoder.load_bundle(storage.get_folder(init_uri))
     load_partial_state(model, outcome.state["model"])
     model.eval()
@@ -204,24 +189,18 @@ def embed_manifest(
 
 def run_train(
     cfg: DiffCXRConfig,
-    tracker: Tracker | None = None,
-    manifest_uri: str | None = None,
-    out_uri: str | None = None,
+    call: StageCall = DEFAULT_CALL,
     num_workers: int | None = None,
-    crash_after_step: int | None = None,
     manifest_bytes: bytes | None = None,
     key: str | None = None,
     rows: list[dict[str, Any]] | None = None,
-    kill_after_step: int | None = None,
 ) -> dict[str, Any]:
     """Train (or resume), evaluate on held-out pairs, write ``model/`` and ``summary.json``, register.
-
-    ``crash_after_step`` / ``kill_after_step`` are fault-injection hooks for tests, right after that step's
-    checkpoint: the rank-0 worker raises (on a run that had not reached the step yet), or SIGKILLs its own
-    process (on the fit's first attempt, so Ray Train's restart is not killed again)."""
+    (Tests inject faults into the fit through ``DIFFCXR_FAULTS``, see :mod:`diffcxr.faults`.)"""
     check_trainable(cfg)
-    manifest_uri = manifest_uri or default_manifest(cfg)
-    out = out_uri or StageDir(cfg.run_root, STAGE).uri
+    manifest_uri = call.paths(default_inputs(cfg))["manifest"]
+    _, out = call.folder(cfg.run_root, STAGE)
+    tracker = call.tracker
     manifest_bytes = manifest_bytes if manifest_bytes is not None else storage.read_bytes(manifest_uri)
     key = key or stage_key(cfg, manifest_bytes)
     started = time.perf_counter()
@@ -229,7 +208,7 @@ def run_train(
     training_rows(cfg, rows)
     init_ray(cfg)
     shared = tower_pass(rows, disease_sentences(rows), cfg, make_init_bundle(cfg, storage.join(out, "init"), key))
-    trained = train_text(cfg, rows, out, key, tracker, num_workers, crash_after_step, kill_after_step, shared)
+    trained = train_text(cfg, rows, out, key, tracker, num_workers, shared)
     model, outcome = trained["model"], trained["outcome"]
     heldout, images = load_pairs(manifest.heldout_rows(rows, with_image=True), cfg.data.image_size)
     evaluation = {}
@@ -275,33 +254,26 @@ def run_embed(
     cfg: DiffCXRConfig, model_uri: str, manifest_uri: str | None = None, out_uri: str | None = None
 ) -> dict[str, Any]:
     """Embeddings of a manifest's kept rows with the bundle at ``model_uri``."""
-    manifest_uri = manifest_uri or default_manifest(cfg)
+    manifest_uri = manifest_uri or default_inputs(cfg)["manifest"]
     out = out_uri or StageDir(cfg.run_root, STAGE).path("embeddings")
     rows = kept_rows(manifest.read(manifest_uri))
     meta = embed_manifest(cfg, rows, model_uri, out)
     return {"embeddings": out, "counts": meta["counts"], "context_shape": meta["context_shape"]}
 
 
-def run(
-    cfg: DiffCXRConfig,
-    tracker: Tracker | None = None,
-    manifest_uri: str | None = None,
-    out_uri: str | None = None,
-    force: bool = False,
-    num_workers: int | None = None,
-    crash_after_step: int | None = None,
-) -> dict[str, Any]:
+def run(cfg: DiffCXRConfig, call: StageCall = DEFAULT_CALL, num_workers: int | None = None) -> dict[str, Any]:
     """The whole stage: train, evaluate, register, embed. Skipped when manifest and config are unchanged."""
-    manifest_uri = manifest_uri or default_manifest(cfg)
-    stage = StageDir(cfg.run_root, STAGE) if out_uri is None else None
-    out = out_uri or stage.uri
+    manifest_uri = call.paths(default_inputs(cfg))["manifest"]
+    stage, out = call.folder(cfg.run_root, STAGE)
+    tracker = call.tracker
     manifest_bytes = storage.read_bytes(manifest_uri)
     key = stage_key(cfg, manifest_bytes)
-    reused = stage.reuse(key) if stage and not force else None
+    reused = call.reuse(stage, key)
     if reused:
         return reused
     rows = kept_rows(manifest.parse(manifest_bytes, manifest_uri))
-    trained = run_train(cfg, tracker, manifest_uri, out, num_workers, crash_after_step, manifest_bytes, key, rows)
+    call = StageCall(tracker, {"manifest": manifest_uri}, out)
+    trained = run_train(cfg, call, num_workers, manifest_bytes, key, rows)
     embeddings_uri = storage.join(out, "embeddings")
     meta = embed_manifest(cfg, rows, trained["model"], embeddings_uri, trained["tower_pass"])
     summary = {**trained["summary"], "embeddings": meta["counts"]}
@@ -315,10 +287,7 @@ def run(
 
 
 def _loss_figure(history: list[dict[str, float]]) -> bytes:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, ax = plt.subplots(figsize=(5, 3.2), dpi=110)
     ax.plot([h["step"] for h in history], [h["loss"] for h in history], lw=1)
@@ -326,10 +295,7 @@ def _loss_figure(history: list[dict[str, float]]) -> bytes:
     ax.set_ylabel("symmetric InfoNCE")
     ax.set_title("text: squeeze training loss")
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    plt.close(fig)
-    return buf.getvalue()
+    return png_bytes(fig)
 
 
 def _track(

@@ -7,24 +7,20 @@ gathered across workers so every worker sees the global batch's negatives).
 AdamW + cosine schedule (diffusers). Rank 0 checkpoints every
 ``text.checkpoint_every`` steps; re-running with the same run name and storage
 resumes from the latest checkpoint, and ``text.max_failures`` lets Ray restart a
-crashed worker group by itself.
+crashed worker group by itself. Resume, bookkeeping and checkpoints are the shared harness's
+(:class:`diffcxr.raytrain.TrainSession`).
 """
 
 from __future__ import annotations
 
 import logging
-import os
-import signal
-import tempfile
-import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from diffcxr import storage
 from diffcxr.config import DiffCXRConfig
 from diffcxr.errors import DiffCXRError
-from diffcxr.raytrain import STATE_FILE, let_controller_register_checkpoint
+from diffcxr.raytrain import TrainSession
 from diffcxr.tracking import log_step_metrics, worker_client
 
 log = logging.getLogger(__name__)
@@ -51,26 +47,18 @@ def train_loop(config: dict[str, Any]) -> None:
     from services.text.model import ReportEncoder
 
     text = TextConfig(**config["text"])
-    ctx = ray.train.get_context()
-    rank, world = ctx.get_world_rank(), ctx.get_world_size()
-    torch.set_num_threads(config["threads"])
+    session = TrainSession(config)
+    rank, world = session.rank, session.world
     torch.manual_seed(config["seed"] * 1000 + rank)
 
     model = ReportEncoder.load_bundle(storage.get_folder(config["init_uri"]))  # a private copy: it trains
     params = model.set_trainable(text.train_parts)
     optimizer = torch.optim.AdamW(params, lr=text.lr, weight_decay=text.weight_decay)
     scheduler = get_cosine_schedule_with_warmup(optimizer, text.warmup_steps, text.steps)
-    step, history, starts = 0, [], []
-    checkpoint = ray.train.get_checkpoint()
-    if checkpoint:
-        with checkpoint.as_directory() as folder:
-            state = torch.load(Path(folder, STATE_FILE), map_location="cpu", weights_only=False)
-        load_partial_state(model, state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        step, history, starts = state["step"], state["history"], state.get("starts", [])
-    resumed_from = step
-    starts = [*starts, step]
+    if session.restored:
+        load_partial_state(model, session.restored["model"])
+        optimizer.load_state_dict(session.restored["optimizer"])
+        scheduler.load_state_dict(session.restored["scheduler"])
     frozen = text_is_frozen(text.train_parts)
     model.train()
     if frozen:
@@ -80,13 +68,14 @@ def train_loop(config: dict[str, Any]) -> None:
     per_worker = text.batch_size // world
     shard = ray.train.get_dataset_shard("train")
     tracking = config.get("tracking")
-    client = None
-    if rank == 0 and tracking:
-        client = worker_client(tracking)
+    client = worker_client(tracking) if rank == 0 and tracking else None
 
-    first_step, samples = None, 0
+    def state() -> dict[str, Any]:
+        return {"model": trainable_state(model), "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict()}  # fmt: skip
+
     epoch = 0
-    while step < text.steps:
+    while session.step < text.steps:
         batches = 0
         for batch in shard.iter_torch_batches(
             batch_size=per_worker,
@@ -107,55 +96,17 @@ def train_loop(config: dict[str, Any]) -> None:
             loss.backward()
             optimizer.step()
             scheduler.step()
-            step += 1
-            if first_step is None:  # throughput excludes the first step (warm-up, lazy init)
-                first_step = time.perf_counter()
-            else:
-                samples += per_worker * world
-            record = {"step": step, "loss": float(loss.detach()), "lr": scheduler.get_last_lr()[0]}
-            if samples:
-                record["samples_per_second"] = samples / max(time.perf_counter() - first_step, 1e-9)
-            if rank == 0:
-                history.append(record)
+            record = session.record(float(loss.detach()), per_worker * world, lr=scheduler.get_last_lr()[0])
+            step = session.step
             if client is not None and (step % text.log_every == 0 or step == text.steps):
                 log_step_metrics(client, tracking["run_id"], "text", record)
             if step % text.checkpoint_every == 0 or step == text.steps:
-                _report(model, optimizer, scheduler, step, history, starts, rank, record)
-                if config.get("crash_after_step") == step and resumed_from < step:
-                    let_controller_register_checkpoint()
-                    raise RuntimeError(f"injected crash after step {step} (fault-injection test hook)")
-                if config.get("kill_after_step") == step and len(starts) == 1 and rank == 0:  # first attempt only
-                    let_controller_register_checkpoint()
-                    os.kill(os.getpid(), signal.SIGKILL)  # a worker process dying, as an OOM kill would
+                session.checkpoint(record, state)
             if step >= text.steps:
                 break
         if batches == 0:
             raise RuntimeError("a training epoch produced no batch: the dataset shard is smaller than a batch")
         epoch += 1
-
-
-def _report(
-    model: Any, optimizer: Any, scheduler: Any, step: int, history: list, starts: list, rank: int, record: dict
-) -> None:
-    """Every worker calls report (it is a barrier); only rank 0 attaches the checkpoint."""
-    import ray.train
-    import torch
-
-    metrics = dict(record)
-    if rank != 0:
-        ray.train.report(metrics)
-        return
-    with tempfile.TemporaryDirectory() as folder:
-        state = {
-            "model": trainable_state(model),
-            "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(),
-            "step": step,
-            "history": history,
-            "starts": starts,
-        }
-        torch.save(state, Path(folder, STATE_FILE))
-        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder))
 
 
 def trainable_state(model: Any) -> dict[str, Any]:
@@ -182,8 +133,6 @@ def train(
     run_name: str,
     tracking: dict[str, str] | None = None,
     num_workers: int | None = None,
-    crash_after_step: int | None = None,
-    kill_after_step: int | None = None,
 ) -> TrainOutcome:
     """Fit (or resume) on Ray Train; returns the final state read back from the last checkpoint."""
     from diffcxr.raytrain import fit
@@ -197,8 +146,6 @@ def train(
         "seed": cfg.project.seed,
         "threads": cfg.ray.train_threads,
         "tracking": tracking,
-        "crash_after_step": crash_after_step,
-        "kill_after_step": kill_after_step,
     }
     state, metrics, seconds = fit(
         train_loop, loop_config, cfg, dataset, storage_uri, run_name, "text", workers, cfg.text.max_failures

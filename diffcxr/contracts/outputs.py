@@ -1,6 +1,7 @@
-"""Image files marked synthetic: PNG (8/16-bit gray + text chunks), DICOM Secondary Capture, NumPy.
+"""The delivery contract: image files marked synthetic — PNG (8/16-bit gray + text chunks), DICOM Secondary
+Capture, NumPy.
 
-One writer for the CLI, the MLflow pyfunc and the serving graph.
+One writer for the CLI, the MLflow pyfunc and the serving graph, so it lives in the core.
 
 Never carries report text or patient identifiers. The PNG and NumPy bytes
 depend only on the pixels and the provenance, so the same request gives
@@ -17,8 +18,6 @@ import zipfile
 from typing import Any, Literal
 
 import numpy as np
-
-from services.diffusion.parts import to_uint8, to_uint16
 
 Format = Literal["png", "dicom", "npy"]
 CONTENT_TYPES = {"png": "image/png", "dicom": "application/dicom", "npy": "application/x-npy"}
@@ -115,3 +114,13 @@ def zip_bundle(files: list[tuple[str, bytes]], response: dict[str, Any]) -> byte
             zf.writestr(name, data)
         zf.writestr("response.json", json.dumps(response, indent=2, sort_keys=True))
     return buf.getvalue()
+
+
+def to_uint8(images: np.ndarray) -> np.ndarray:
+    """[0, 1] floats → 8-bit gray levels (round half to even, as torch.round)."""
+    return np.round(images * 255.0).astype(np.uint8)
+
+
+def to_uint16(images: np.ndarray) -> np.ndarray:
+    """[0, 1] floats → 16-bit gray levels."""
+    return np.round(images.astype(np.float64) * 65535.0).astype(np.uint16)
