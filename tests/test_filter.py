@@ -62,6 +62,7 @@ def test_missing_taef2_weights_error_says_how_to_fix(tmp_path: Path, monkeypatch
     import diffcxr.autoencoders.taef2 as taef2
 
     monkeypatch.setattr(taef2, "default_weights_dir", lambda: tmp_path / "nothing")
+    monkeypatch.delenv("DIFFCXR_TAEF2_DIR", raising=False)  # a developer's own weights folder must not hide the error
     cfg = load_config("tiny", [f"autoencoder.weights={tmp_path}"])
     with pytest.raises(ConfigError, match="TAEF2 weights not found .*allow_download=true"):
         load_autoencoder(cfg.autoencoder)

@@ -82,9 +82,9 @@ def _stage_inputs(inputs: dict[str, str]) -> tuple[dict[str, Any], dict[str, Any
     """The diffusion marker, the eval marker and the eval results, checked to belong together."""
     diffusion, evaluation = read_marker(inputs["diffusion"]), read_marker(inputs["eval"])
     if not diffusion:
-        raise DataError(f"no completed diffusion stage at {inputs['diffusion']}: run the pipeline up to it first")
+        raise DataError(f"no completed diffusion stage under {inputs['diffusion']}: run the pipeline up to it first")
     if not evaluation:
-        raise DataError(f"no completed eval stage at {inputs['eval']}: run it first (--from eval)")
+        raise DataError(f"no completed eval stage under {inputs['eval']}: run it first (--from eval)")
     if not (diffusion.get("summary", {}).get("registered") or {}).get("generator"):
         raise DataError(
             f"the diffusion stage at {inputs['diffusion']} ran without MLflow tracking, so there is no registered "
