@@ -112,7 +112,7 @@ class PromotionConfig(Section):
 
 def _threads_field(process: str, why: str) -> Any:
     """A ``threads_per_*`` field: torch threads in each such process, null = its CPU reservation."""
-    text = f"torch threads in each {process} (null: its CPU reservation, at least 1). {why}"
+    text = f"torch threads in each {process}; null: its CPU reservation, at least 1. {why}"
     return Field(None, ge=1, description=text)
 
 
@@ -136,7 +136,7 @@ class RayConfig(Section):
     data_pool_size: int = Field(1, ge=1, description="Ray Data actor-pool size for encoding/generation.")
     data_cpus_per_actor: float = Field(0.5, gt=0)
     threads_per_actor: int | None = _threads_field(
-        "Ray Data actor (encode, embed, generate)",
+        "Ray Data actor: encode, embed, generate",
         "A lone actor reserving half a CPU ran its model on one thread while the other core idled.",
     )
 

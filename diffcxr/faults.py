@@ -7,7 +7,8 @@ Ray Train fit (``text``, ``uvit``, ``adapter``, ``classifier``) misbehave right 
   does not crash again), so Ray Train's restart or a re-run must resume;
 - ``kill_after_step``: rank 0 SIGKILLs its own process after that checkpoint, on the fit's first attempt
   only, as an OOM kill would;
-- ``poison_after_step``: the weights become NaN after that step, so the next loss is non-finite.
+- ``poison_after_step`` (``uvit`` and ``adapter``, the loops with a divergence stop): the weights become NaN
+  after that step, so the next loss is non-finite.
 
 The driver reads the plan when it starts a fit (:func:`plan_for`) and hands it to the workers in the loop
 config; production code paths take no fault parameters.
@@ -33,6 +34,8 @@ def plan_for(fit: str) -> dict[str, int]:
         plan = json.loads(text).get(fit, {})
     except (ValueError, AttributeError) as exc:
         raise ConfigError(f"{ENV}: not a JSON object of fit name → {{fault: step}}: {exc}") from None
+    if not isinstance(plan, dict):
+        raise ConfigError(f"{ENV}: '{fit}' must map to {{fault: step}}, got {plan!r}")
     unknown = set(plan) - set(KINDS)
     if unknown:
         raise ConfigError(f"{ENV}: unknown fault kinds {sorted(unknown)} for '{fit}'; known: {list(KINDS)}")

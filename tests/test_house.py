@@ -62,6 +62,9 @@ def test_fault_plan_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.setenv(faults.ENV, json.dumps({"uvit": {"explode_after_step": 3}}))
     with pytest.raises(ConfigError, match="unknown fault kinds \\['explode_after_step'\\]"):
         faults.plan_for("uvit")
+    monkeypatch.setenv(faults.ENV, json.dumps({"uvit": 3}))
+    with pytest.raises(ConfigError, match="'uvit' must map to"):
+        faults.plan_for("uvit")
     monkeypatch.setenv(faults.ENV, "{not json")
     with pytest.raises(ConfigError, match="DIFFCXR_FAULTS"):
         faults.plan_for("uvit")

@@ -212,6 +212,8 @@ def run_train(
     model, outcome = trained["model"], trained["outcome"]
     heldout, images = load_pairs(manifest.heldout_rows(rows, with_image=True), cfg.data.image_size)
     evaluation = {}
+    if not heldout:
+        log.warning("text: the manifest has no held-out (test split) rows with images: retrieval is not evaluated")
     if heldout:
         baseline = ReportEncoder.load_bundle(storage.get_folder(trained["init_uri"]))
         report_features: dict[str, Any] = {"trained": None, "untrained": None}
