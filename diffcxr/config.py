@@ -216,12 +216,18 @@ AUTOENCODER_GEOMETRY: dict[str, tuple[int, int]] = {"taef2": (32, 8), "sd-vae": 
 class AutoencoderConfig(Section):
     kind: Literal["taef2", "sd-vae"] = "taef2"
     weights: str | None = Field(
-        None, description="Weights folder; null = $DIFFCXR_TAEF2_DIR, then ../shared/weights/taef2."
+        None,
+        description="Weights folder; null = $DIFFCXR_TAEF2_DIR, then ../shared/weights/taef2 beside the checkout "
+        "(the installed one too, inside a Ray job), then the pinned download.",
     )
     latent_channels: int = Field(32, ge=1)
     downsample: int = Field(8, ge=1)
     scale_factor: float = Field(1.0, gt=0)
-    allow_download: bool = Field(False, description="Opt-in: fetch the pinned public weights if missing.")
+    allow_download: bool = Field(
+        True,
+        description="TAEF2: fetch the pinned public weights (sha256-checked) into ~/.cache/diffcxr when no local "
+        "copy is found; false: fail instead, naming what to set.",
+    )
 
     @model_validator(mode="after")
     def _check(self) -> AutoencoderConfig:

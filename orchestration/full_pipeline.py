@@ -31,9 +31,10 @@ from diffcxr.env import apply_defaults
 from diffcxr.errors import DataError, DiffCXRError, TrackingError
 from diffcxr.stages import StageCall, StageDir
 from diffcxr.storage import configure_s3
-from diffcxr.tracking import Tracker, is_unreachable
+from diffcxr.tracking import Tracker, default_tracking_uri, is_unreachable
 from orchestration.accounting import row_accounting
 from orchestration.progress import Progress
+from orchestration.stores import check_stores
 
 log = logging.getLogger("diffcxr.pipeline")
 
@@ -120,6 +121,21 @@ def _log_rows(tracker: Tracker, cfg: DiffCXRConfig) -> dict[str, Any] | None:
     return rows
 
 
+def cluster_nodes(cfg: DiffCXRConfig) -> int:
+    """Alive nodes of the Ray cluster this run joins; 1 when it will start its own local Ray."""
+    import os
+
+    import ray
+
+    from diffcxr.raycluster import init_ray
+
+    joins = cfg.ray.address or any(os.environ.get(k) for k in ("RAY_ADDRESS", "RAY_JOB_ID", "RAY_SUBMISSION_ID"))
+    if not joins and not ray.is_initialized():
+        return 1
+    init_ray(cfg)
+    return sum(1 for node in ray.nodes() if node.get("Alive"))
+
+
 def run_pipeline(cfg: DiffCXRConfig, stages: list[str], force: bool = False) -> dict[str, Any]:
     """Run ``stages`` in order under one MLflow parent run; returns per-stage outcomes.
 
@@ -131,6 +147,8 @@ def run_pipeline(cfg: DiffCXRConfig, stages: list[str], force: bool = False) -> 
 
     configure_s3(cfg.storage.s3_endpoint, cfg.storage.s3_region)
     torch.set_num_threads(cfg.ray.main_threads)  # the driver scores between Ray phases, alone on its cores
+    for line in check_stores(cfg, cfg.tracking.uri or default_tracking_uri(), cluster_nodes(cfg)):
+        print(line, flush=True)
     tracker = Tracker.from_config(cfg)
     outcomes: dict[str, Any] = {}
     tags = {"diffcxr.profile": cfg.project.profile, "diffcxr.run_root": cfg.run_root}

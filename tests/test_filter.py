@@ -63,9 +63,37 @@ def test_missing_taef2_weights_error_says_how_to_fix(tmp_path: Path, monkeypatch
 
     monkeypatch.setattr(taef2, "default_weights_dir", lambda: tmp_path / "nothing")
     monkeypatch.delenv("DIFFCXR_TAEF2_DIR", raising=False)  # a developer's own weights folder must not hide the error
-    cfg = load_config("tiny", [f"autoencoder.weights={tmp_path}"])
+    cfg = load_config("tiny", [f"autoencoder.weights={tmp_path}", "autoencoder.allow_download=false"])
     with pytest.raises(ConfigError, match="TAEF2 weights not found .*allow_download=true"):
         load_autoencoder(cfg.autoencoder)
+
+
+def test_taef2_download_that_cannot_connect_fails_fast_naming_what_to_set(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The download is on by default (a real user's fallback); offline, it fails in seconds with the fix."""
+    import socket
+    import time
+
+    import diffcxr.autoencoders.frozen as frozen
+    import diffcxr.autoencoders.taef2 as taef2
+
+    with socket.socket() as sock:  # a port nothing listens on: the connection is refused at once
+        sock.bind(("127.0.0.1", 0))
+        closed = sock.getsockname()[1]
+    monkeypatch.setattr(taef2, "default_weights_dir", lambda: tmp_path / "nothing")
+    monkeypatch.delenv("DIFFCXR_TAEF2_DIR", raising=False)
+    monkeypatch.setattr(frozen, "DOWNLOAD_CACHE", tmp_path / "cache")
+    files = {name: (f"http://127.0.0.1:{closed}/{name}", sha) for name, (_, sha) in frozen.TAEF2_FILES.items()}
+    monkeypatch.setattr(frozen, "TAEF2_FILES", files)
+    cfg = load_config("tiny")
+    assert cfg.autoencoder.allow_download is True
+    started = time.perf_counter()
+    with pytest.raises(ConfigError, match="pinned download of http://127.0.0.1.*failed.*set autoencoder.weights or "
+                                          "DIFFCXR_TAEF2_DIR"):  # fmt: skip
+        load_autoencoder(cfg.autoencoder)
+    assert time.perf_counter() - started < 10
+    assert not list((tmp_path / "cache").glob("*.part"))  # nothing half-written left behind
 
 
 def test_sd_vae_from_a_local_diffusers_folder(tmp_path: Path) -> None:

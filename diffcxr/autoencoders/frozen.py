@@ -7,9 +7,12 @@ in [0, 1]; latents are already multiplied by ``scale_factor``.
 
 Weights are found in this order: ``autoencoder.weights`` (config), the
 ``DIFFCXR_TAEF2_DIR`` / ``DIFFCXR_SDVAE_DIR`` environment variable,
-``../shared/weights/`` (TAEF2 only), then — only with
-``autoencoder.allow_download: true`` — the pinned public file, checked against
-its sha256. Otherwise a clear error names what was looked for.
+``../shared/weights/`` beside the checkout (TAEF2 only; inside a Ray job, beside
+the checkout the venv was installed from), then — unless
+``autoencoder.allow_download: false`` — the pinned public files in
+``~/.cache/diffcxr/taef2`` (fetched once), each checked against its sha256 on
+every load (never a silently different file). A download that cannot reach the internet fails within
+seconds, naming what to set.
 """
 
 from __future__ import annotations
@@ -67,14 +70,28 @@ def space_of(ae: FrozenAutoencoder) -> LatentSpace:
     return LatentSpace(ae.id, ae.latent_channels, ae.downsample, ae.scale_factor)
 
 
+#: How long a download may wait for the server before it counts as offline.
+DOWNLOAD_TIMEOUT_S = 20.0
+DOWNLOAD_CACHE = Path.home() / ".cache" / "diffcxr" / "taef2"
+
+
 def download_taef2(target: Path) -> Path:
-    """Opt-in: fetch the pinned public TAEF2 files into ``target``, verifying each sha256."""
+    """Fetch the pinned public TAEF2 files into ``target``, verifying each sha256."""
     target.mkdir(parents=True, exist_ok=True)
     for name, (url, sha) in TAEF2_FILES.items():
         path = target / name
         if not path.is_file():
             tmp = path.with_suffix(".part")
-            urllib.request.urlretrieve(url, tmp)  # noqa: S310 - fixed https URL, verified below
+            try:
+                with urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_S) as response:  # noqa: S310 - pinned
+                    tmp.write_bytes(response.read())
+            except OSError as exc:  # URLError, timeouts, refused connections: all "cannot fetch"
+                tmp.unlink(missing_ok=True)
+                raise ConfigError(
+                    f"autoencoder.weights: TAEF2 weights are not on this machine and the pinned download of {url} "
+                    f"failed ({exc}); set autoencoder.weights or DIFFCXR_TAEF2_DIR to a folder holding "
+                    f"{', '.join(TAEF2_FILES)} (in a Ray job: on every node, or a path the job's nodes share)"
+                ) from None
             tmp.rename(path)
         if sha256_file(path) != sha:
             path.unlink()
@@ -91,7 +108,7 @@ def find_taef2_weights(cfg: AutoencoderConfig) -> Path:
         if all((folder / name).is_file() for name in WEIGHT_FILES.values()):
             return folder
     if cfg.allow_download:
-        return download_taef2(Path.home() / ".cache" / "diffcxr" / "taef2")
+        return download_taef2(DOWNLOAD_CACHE)
     looked = ", ".join(str(c) for c in candidates)
     raise ConfigError(
         f"autoencoder.weights: TAEF2 weights not found (looked in {looked}); set autoencoder.weights or "
