@@ -31,9 +31,9 @@ def check_stores(cfg: DiffCXRConfig, tracking_uri: str, nodes: int) -> list[str]
     """The lines to print about stores kept on local disk (single node), or a ConfigError (several nodes)."""
     local = []
     if not run_root_is_shared(cfg.run_root):
-        local.append(("project.run_root", f"run folder on local disk: {cfg.run_root}", "an s3:// URI"))
+        local.append(("project.run_root", f"run folder on this node's disk: {cfg.run_root}", "an s3:// URI"))
     if not tracking_is_shared(tracking_uri):
-        local.append(("tracking.uri (or MLFLOW_TRACKING_URI)", f"MLflow store on local disk: {tracking_uri}",
+        local.append(("tracking.uri (or MLFLOW_TRACKING_URI)", f"MLflow store only this node reaches: {tracking_uri}",
                       "an MLflow server the nodes reach"))  # fmt: skip
     if nodes > 1 and local:
         needed = "; ".join(f"{key} to {what}" for key, _, what in local)

@@ -55,7 +55,7 @@ def test_plain_ray_head_runs_the_bare_job_command(tmp_path: Path) -> None:
         done = subprocess.run(job, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
         out = done.stdout + done.stderr
         assert done.returncode == 0, out[-4000:]
-        assert "single-node cluster: run folder on local disk" in out and "MLflow store on local disk" in out
+        assert "single-node cluster: run folder on this node's disk" in out and "MLflow store only this node" in out
         assert "[2/2] filter: done" in out
 
         second = [ray, "start", "--address", f"127.0.0.1:{gcs}", "--num-cpus", "1", "--disable-usage-stats"]

@@ -17,8 +17,8 @@ def test_one_node_keeps_local_stores_and_says_so() -> None:
     cfg = load_config("tiny", ["project.run_root=/data/runs"])
     lines = check_stores(cfg, "sqlite:////data/mlflow.db", nodes=1)
     assert lines == [
-        "single-node cluster: run folder on local disk: /data/runs",
-        "single-node cluster: MLflow store on local disk: sqlite:////data/mlflow.db",
+        "single-node cluster: run folder on this node's disk: /data/runs",
+        "single-node cluster: MLflow store only this node reaches: sqlite:////data/mlflow.db",
     ]
 
 
