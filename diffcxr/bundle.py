@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from diffcxr.errors import DataError
+
+if TYPE_CHECKING:
+    from diffcxr.tracking import Tracker
 
 SPEC_FILE = "generator.json"
 
@@ -21,6 +24,13 @@ def read_bundle_spec(folder: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise DataError(f"'{folder}' is not a generator bundle (no {SPEC_FILE})")
     return json.loads(path.read_text())
+
+
+def resolve_bundle(ref: str, tracker: Tracker | None = None) -> Path:
+    """A local generator folder from a folder/URI or ``models:/diffcxr-generator@alias`` (or ``/VERSION``)."""
+    from diffcxr.modelrefs import resolve_model_folder
+
+    return Path(resolve_model_folder(ref, SPEC_FILE, "generator bundle", tracker))
 
 
 def provenance(spec: dict[str, Any]) -> dict[str, Any]:

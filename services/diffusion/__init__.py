@@ -7,7 +7,6 @@ __getattr__, __all__ = lazy_exports(
     __name__,
     {
         "Generator": "generator",
-        "resolve_generator": "stage",
         "count_flops": "flops:count",
         "UViTConfig": "uvit",
         "DenoiserPart": "parts",

@@ -50,8 +50,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
     classifier-free guidance, decodes. The same report, seed, model, steps and guidance give the same image on the
     same hardware. Report text is never written into the PNG."""
     from diffcxr import storage
+    from diffcxr.bundle import resolve_bundle
     from services.diffusion.generator import Generator
-    from services.diffusion.stage import resolve_generator
 
     cfg = cliargs.load(args)
     reports = list(args.report or []) if args.reports is None else cliargs.read_report_lines(args.reports)
@@ -71,7 +71,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
         from diffcxr.tracking import Tracker
 
         tracker = Tracker.from_config(cfg)
-    generator = Generator(resolve_generator(model, tracker))
+    generator = Generator(resolve_bundle(model, tracker))
     images = generator.generate(reports, seeds, steps=args.steps, guidance=args.guidance, sentences=args.sentence)
     outs = [args.out] if len(images) == 1 else [storage.join(args.out, f"{i:04d}_seed{im.seed}.png")
                                                 for i, im in enumerate(images)]  # fmt: skip

@@ -24,14 +24,12 @@ from typing import Any
 import torch
 
 from diffcxr import manifest, storage
-from diffcxr.bundle import SPEC_FILE
 from diffcxr.config import DiffCXRConfig
 from diffcxr.constants import EVAL_DISEASES
 from diffcxr.contracts.embeddings import read_embeddings
 from diffcxr.errors import DataError
 from diffcxr.figures import png_bytes, pyplot
 from diffcxr.labeling.sentences import NO_FINDING_SENTENCE
-from diffcxr.modelrefs import resolve_model_folder
 from diffcxr.raycluster import init_ray
 from diffcxr.stages import DEFAULT_CALL, StageCall, StageDir, content_key
 from diffcxr.tracking import Tracker
@@ -338,8 +336,3 @@ def _track(tracker: Tracker, cfg: DiffCXRConfig, summary: dict[str, Any], figure
             Path(tmp, f"{name}.png").write_bytes(png)
             tracker.log_artifact(str(Path(tmp, f"{name}.png")), "diffusion")
     tracker.log_dict(summary, "diffusion/summary.json")
-
-
-def resolve_generator(ref: str, tracker: Tracker | None = None) -> Path:
-    """A local generator folder from a folder/URI or ``models:/diffcxr-generator@alias`` (or ``/VERSION``)."""
-    return Path(resolve_model_folder(ref, SPEC_FILE, "generator bundle", tracker))

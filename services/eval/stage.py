@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from diffcxr import manifest, storage
-from diffcxr.bundle import provenance, read_bundle_spec
+from diffcxr.bundle import provenance, read_bundle_spec, resolve_bundle
 from diffcxr.config import DiffCXRConfig, EvalVariant
 from diffcxr.constants import EVAL_DISEASES
 from diffcxr.contracts.images import decode_image
@@ -61,12 +61,10 @@ def default_inputs(cfg: DiffCXRConfig) -> dict[str, str]:
 
 def resolve_model(ref: str, tracker: Tracker | None, cfg: DiffCXRConfig) -> Path:
     """A local generator folder for ``ref``, or an error that names ``ref``."""
-    from services.diffusion import resolve_generator
-
     if tracker is None and ref.startswith("models:/"):
         tracker = Tracker.from_config(cfg)
     try:
-        return resolve_generator(ref, tracker)
+        return resolve_bundle(ref, tracker)
     except DiffCXRError as exc:
         raise DataError(f"model '{ref}' does not resolve to a generator: {exc}") from None
     except Exception as exc:  # registry/network errors from MLflow
