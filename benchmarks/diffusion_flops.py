@@ -109,6 +109,16 @@ SD_VAE_CONFIG: dict[str, Any] = {
     "scaling_factor": 0.18215,
 }
 
+#: --quick / --dry-run: tiny stand-ins with the same interfaces (seconds, not minutes).
+QUICK_UNET_CONFIG: dict[str, Any] = {
+    **SD15_UNET_CONFIG,
+    "down_block_types": ("CrossAttnDownBlock2D", "DownBlock2D"),
+    "up_block_types": ("UpBlock2D", "CrossAttnUpBlock2D"),
+    "block_out_channels": (32, 64),
+    "layers_per_block": 1,
+}
+QUICK_VAE_CONFIG: dict[str, Any] = {**SD_VAE_CONFIG, "block_out_channels": (32, 32, 32, 32), "layers_per_block": 1}
+
 #: What the design brief expects for the SD UNet (thop convention, GMACs at 4×32×32, 77 tokens).
 SD15_EXPECTED_GMACS = 85.8  # "about", 768-d context
 ROENTGEN_PAPER_GFLOPS = 86.307  # the paper's figure for RoentGen (SD 2 style, 1024-d context)

@@ -56,7 +56,14 @@ from diffcxr.env import apply_defaults  # noqa: E402
 apply_defaults()
 
 import torch  # noqa: E402
-from diffusion_flops import PAPER_UVIT, SD15_UNET_CONFIG, SD_VAE_CONFIG, machine_info  # noqa: E402
+from diffusion_flops import (  # noqa: E402
+    PAPER_UVIT,
+    QUICK_UNET_CONFIG,
+    QUICK_VAE_CONFIG,
+    SD15_UNET_CONFIG,
+    SD_VAE_CONFIG,
+    machine_info,
+)
 
 from diffcxr.autoencoders.frozen import load_autoencoder  # noqa: E402
 from diffcxr.config import AutoencoderConfig, DiffusionConfig  # noqa: E402
@@ -67,17 +74,6 @@ from services.diffusion.uvit import UViT, UViTConfig  # noqa: E402
 
 CONTEXT_TOKENS, CONTEXT_DIM = 77, 768
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
-#: --quick: tiny stand-ins with the same interfaces (seconds, not minutes).
-QUICK_UNET_CONFIG: dict[str, Any] = {
-    **SD15_UNET_CONFIG,
-    "down_block_types": ("CrossAttnDownBlock2D", "DownBlock2D"),
-    "up_block_types": ("UpBlock2D", "CrossAttnUpBlock2D"),
-    "block_out_channels": (32, 64),
-    "layers_per_block": 1,
-}
-QUICK_VAE_CONFIG: dict[str, Any] = {**SD_VAE_CONFIG, "block_out_channels": (32, 32, 32, 32), "layers_per_block": 1}
-
-
 @dataclass
 class Contender:
     """One side of the comparison: how to denoise, at what latent, and how to decode."""

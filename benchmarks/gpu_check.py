@@ -147,6 +147,61 @@ def cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
+def sd_unet_cells(args: argparse.Namespace, device: Any, sync: Callable[[], None]) -> list[tuple[dict, Callable]]:
+    """The RoentGen-like side beside ours: SD 1.5 UNet (4×32×32, 768-d context) + SD VAE decoder, random
+    weights, bf16, the same sampler and guidance, batch per ``--gen-batches``, the first ``--steps``."""
+    import torch
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+
+    from services.diffusion.sampling import sample_latents
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from diffusion_flops import QUICK_UNET_CONFIG, QUICK_VAE_CONFIG, SD15_UNET_CONFIG, SD_VAE_CONFIG
+
+    torch.manual_seed(0)
+    dtype = torch.bfloat16
+    unet = UNet2DConditionModel(**(QUICK_UNET_CONFIG if args.dry_run else SD15_UNET_CONFIG)).eval()
+    vae = AutoencoderKL(**(QUICK_VAE_CONFIG if args.dry_run else SD_VAE_CONFIG)).eval()
+    unet, vae = unet.to(device=device, dtype=dtype), vae.to(device=device, dtype=dtype)
+    steps = args.steps[0]
+
+    def cell(batch: int) -> Callable[[], dict[str, Any]]:
+        def measure() -> dict[str, Any]:
+            context = torch.randn(batch, CONTEXT_TOKENS, CONTEXT_DIM, device=device)
+            uncond = torch.zeros(CONTEXT_TOKENS, CONTEXT_DIM, device=device)
+
+            def run_once(n: int) -> None:
+                with torch.inference_mode():
+                    latents = sample_latents(lambda x, t, c, h: unet(x, t, encoder_hidden_states=c).sample, SCHEDULE,
+                                             context, uncond, list(range(batch)), (4, 32, 32), n, GUIDANCE,
+                                             dtype=dtype)  # fmt: skip
+                    vae.decode(latents.to(dtype) / 0.18215)
+
+            run_once(2)  # warm-up
+            sync()
+            t0 = time.perf_counter()
+            run_once(steps)
+            sync()
+            seconds = time.perf_counter() - t0
+            return {"steps": steps, "end_to_end_s": round(seconds, 4),
+                    "end_to_end_images_per_s": round(batch / seconds, 2)}  # fmt: skip
+
+        return measure
+
+    return [({"model": "sd15_unet+sd_vae", "batch": b, "precision": "bf16", "guidance": GUIDANCE}, cell(b))
+            for b in args.gen_batches]  # fmt: skip
+
+
+def serve_note() -> dict[str, Any]:
+    """The Serve run at concurrency 64 needs ray[serve], pydantic, fastapi and MLflow on the device; the device
+    image (2026-11) has torch only and nothing can be installed there (no network; carried files ≤ 64 MiB)."""
+    missing = [m for m in ("ray", "pydantic", "fastapi", "mlflow") if importlib.util.find_spec(m) is None]
+    if missing:
+        return {"measured": False, "reason": f"not importable on this machine: {', '.join(missing)}",
+                "instead": "benchmarks/serving_load.py on a GPU host with the project installed"}  # fmt: skip
+    return {"measured": False, "reason": "run benchmarks/serving_load.py --concurrency 64 on this host"}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dry-run", action="store_true", help="CPU, tiny sizes: checks the script end to end")
@@ -384,6 +439,8 @@ def run(args: argparse.Namespace, device: Any, stubbed: bool, fallback: str | No
                 what = {"latent": latent, "batch": batch, "precision": precision, "guidance": GUIDANCE}
                 record["generation"].append(guarded(what, measure))
             del model
+    record["sd_unet_generation"] = [guarded(w, m) for w, m in sd_unet_cells(args, device, sync)]
+    record["serve"] = serve_note()
     save()
     print(f"done in {time.time() - started:.0f} s; wrote {', '.join(str(t) for t in targets)}")
 

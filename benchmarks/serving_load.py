@@ -57,7 +57,7 @@ REPORTS = [
 
 
 def default_model() -> str:
-    trained = REPO / "var/runs/tiny-readme/diffusion/generator"
+    trained = REPO / "var/runs/tiny/diffusion/generator"  # README command 1's run
     if (trained / "generator.json").is_file():
         return str(trained)
     from diffcxr.config import load_config
@@ -109,6 +109,7 @@ def drive(url: str, concurrency: int, requests_n: int, time_cap_s: float, steps:
     latencies: list[float] = []
     failures: list[str] = []
     batches: list[int] = []
+    precisions: set[str] = set()
     lock = threading.Lock()
     counter = iter(range(requests_n))
     t_start = time.perf_counter()
@@ -135,6 +136,7 @@ def drive(url: str, concurrency: int, requests_n: int, time_cap_s: float, steps:
                 if ok:
                     latencies.append(time.perf_counter() - t)
                     batches.append(payload["batch_sizes"]["denoise"])
+                    precisions.update(im["precision"] for im in payload["images"])
                 else:
                     failures.append(str(getattr(r, "status_code", r)))
 
@@ -157,6 +159,7 @@ def drive(url: str, concurrency: int, requests_n: int, time_cap_s: float, steps:
         },  # fmt: skip
         "p99_over_p50": round(q[98] / q[49], 2),
         "mean_denoiser_batch": round(statistics.fmean(batches), 2) if batches else None,
+        "precision": sorted(precisions),
     }
 
 
@@ -169,6 +172,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, help="sampler steps per request (default: the bundle's)")
     parser.add_argument("--max-batch", type=int, default=8, help="max_batch_size when batching is on")
     parser.add_argument("--tag", default="", help="suffix of the results file")
+    parser.add_argument("--precision", choices=("auto", "fp32", "bf16"), help="serve.precision (default: bundle's)")
     parser.add_argument("--out", help="results path (default benchmarks/results/serving_load[_TAG]_<date>.json)")
     args = parser.parse_args()
 
@@ -180,6 +184,7 @@ def main() -> None:
         size = args.max_batch if batching else 1
         config = {
             "model": model, "http_port": free_port(), "grpc_port": None, "model_refresh_s": 0,
+            "precision": args.precision,
             "limits": {"max_concurrent_per_client": 64, "max_steps": 1000},
             "text": {"num_cpus": 0.2, "max_batch_size": size},
             "denoiser": {"num_cpus": 1.0, "threads": 2, "max_batch_size": size, "batch_wait_timeout_s": 0.05,
@@ -218,6 +223,7 @@ def main() -> None:
             "image_size": info["image_size"],
         },  # fmt: skip
         "steps": args.steps or info["defaults"]["steps"],
+        "precision_asked": args.precision or "bundle default",
         "runs": runs,
         "summary": {
             f"batching_speedup_at_c{top}": round(t_on / t_off, 3),

@@ -423,6 +423,11 @@ class SamplingConfig(Section):
     scheduler: Literal["dpm-solver++", "ddim"] = "dpm-solver++"
     steps: int = Field(50, ge=1)
     guidance: float = Field(4.0, ge=0)
+    precision: Literal["auto", "fp32", "bf16"] = Field(
+        "auto",
+        description="Number format of the denoiser and decoder: auto = bf16 only where the hardware has it and "
+        "the quality check allowed it (diffcxr.precision), else fp32. Every image records the one used.",
+    )
 
 
 class EvalVariant(Section):

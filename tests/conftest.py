@@ -55,7 +55,7 @@ def _rank(item: pytest.Item) -> int:
 NO_RAY = {
     "test_config.py", "test_house.py", "test_infra.py", "test_iu_xray.py", "test_labeler.py", "test_labeler_cases.py",
     "test_manifest.py", "test_manifests.py", "test_mimic.py", "test_phantom.py", "test_phantom_learnability.py",
-    "test_storage.py", "test_stores.py", "test_table_ii_plan.py", "test_taef2.py",
+    "test_precision.py", "test_storage.py", "test_stores.py", "test_table_ii_plan.py", "test_taef2.py",
 }  # fmt: skip
 
 

@@ -128,6 +128,11 @@ def test_http_generates_labelled_synthetic_pngs_and_names_the_versions(app: App)
     assert first.text["diffcxr.synthetic"] == "true" and first.text["diffcxr.seed"] == "11"
     assert "effusion" not in first.text["Description"].lower()  # the report text never goes into the file
     assert json.loads(first.text["diffcxr.models"])["generator"] == f"{app.model}/1"
+    from diffcxr.precision import resolve_precision
+
+    expected = resolve_precision("auto")  # the bundle's default, on this machine
+    assert [im["precision"] for im in body["images"]] == [expected, expected] == [first.text["diffcxr.precision"]] * 2
+    assert body["images"][0]["runtime"]["isa"] == first.text["diffcxr.isa"]
     assert not np.array_equal(np.asarray(first), np.asarray(second))
     for im in body["images"]:
         assert hashlib.sha256(base64.b64decode(im["data"])).hexdigest() == im["sha256"]
@@ -149,6 +154,7 @@ def test_same_request_gives_identical_bytes_over_http_grpc_handle_and_in_a_batch
     grpc_reply = app.grpc(report=REPORT, seed=5, steps=4, guidance=2.5)
     handle = serve.get_app_handle(app.name).generate_dict.remote(request).result(timeout_s=120)
     assert grpc_reply.images[0].data == http == handle["images"][0]["bytes"]
+    assert grpc_reply.images[0].precision == handle["images"][0]["precision"] in ("fp32", "bf16")
     assert grpc_reply.disease_sentence == "There is pleural effusion. There is cardiomegaly."
     assert dict(grpc_reply.labels)["Pleural Effusion"] == 1.0 and grpc_reply.model == f"{app.model}/1"
     # the in-process generator (pyfunc / CLI path) draws the same pixels at the denoiser's thread count

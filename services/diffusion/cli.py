@@ -47,8 +47,9 @@ def cmd_generate(args: argparse.Namespace) -> int:
     """report text → synthetic chest X-ray PNG (marked synthetic), seeded
 
     Labels the report, builds its disease sentence, encodes and squeezes both, samples with DPM-Solver++ and
-    classifier-free guidance, decodes. The same report, seed, model, steps and guidance give the same image on the
-    same hardware. Report text is never written into the PNG."""
+    classifier-free guidance, decodes. The same report, seed, model, steps and guidance give the same image for the
+    same precision, thread count and CPU instruction set (each PNG records all three). Report text is never written
+    into the PNG."""
     from diffcxr import storage
     from diffcxr.bundle import resolve_bundle
     from services.diffusion.generator import Generator
@@ -71,7 +72,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
         from diffcxr.tracking import Tracker
 
         tracker = Tracker.from_config(cfg)
-    generator = Generator(resolve_bundle(model, tracker))
+    generator = Generator(resolve_bundle(model, tracker), precision=args.precision)
     images = generator.generate(reports, seeds, steps=args.steps, guidance=args.guidance, sentences=args.sentence)
     outs = [args.out] if len(images) == 1 else [storage.join(args.out, f"{i:04d}_seed{im.seed}.png")
                                                 for i, im in enumerate(images)]  # fmt: skip
@@ -86,6 +87,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
                 "disease_sentence": im.disease_sentence,
                 "steps": im.steps,
                 "guidance": im.guidance,
+                "precision": im.runtime["precision"],
             }
             for im, out in zip(images, outs, strict=True)
         ]  # fmt: skip
@@ -130,6 +132,11 @@ def add_commands(groups: Groups) -> None:
     )
     p.add_argument("--steps", type=int, help="sampler steps (default: the bundle's sampling.steps)")
     p.add_argument("--guidance", type=float, help="classifier-free guidance scale (default: the bundle's)")
+    p.add_argument(
+        "--precision", choices=("auto", "fp32", "bf16"),
+        help="denoiser and decoder number format (default: the bundle's, auto = bf16 only where the hardware has "
+        "it and the quality check allowed it, else fp32)",
+    )  # fmt: skip
     cliargs.add_config_args(p)
 
     p = command(groups, "flops", cmd_flops)

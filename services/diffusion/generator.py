@@ -9,9 +9,9 @@ defaults. It is registered in MLflow as the pyfunc ``diffcxr-generator``:
 with columns ``report`` and ``seed`` (optional ``steps``, ``guidance``,
 ``disease_sentence``) returns one PNG per row.
 
-Same (report, seed, model, steps, guidance) → same image on the same hardware:
-the starting noise comes from a generator seeded per image and the sampler is
-deterministic.
+Same (report, seed, model, steps, guidance) → same image for the same precision, torch thread count and
+instruction set (:mod:`diffcxr.precision`; all three are recorded in every image): the starting noise comes
+from a generator seeded per image and the sampler is deterministic.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ from diffcxr.contracts import outputs
 from diffcxr.contracts.outputs import to_uint8
 from diffcxr.errors import ConfigError, DataError
 from diffcxr.hashing import sha256_file
+from diffcxr.precision import runtime_record
 from services.diffusion.parts import DecoderPart, DenoiserPart
 from services.diffusion.sampling import check_request
 from services.diffusion.weights import ADAPTER, UVIT, read_spec
@@ -48,11 +49,12 @@ class GeneratedImage:
     disease_sentence: str
     steps: int
     guidance: float
+    runtime: dict[str, Any]  # precision, threads, isa: what the exact pixels depend on besides the request
 
     def png(self, provenance: dict[str, Any]) -> bytes:
         """PNG bytes marked synthetic, with the seed and model versions (never the report text)."""
         meta = {"seed": self.seed, "steps": self.steps, "guidance": self.guidance,
-                "disease_sentence": self.disease_sentence, "models": provenance}  # fmt: skip
+                "disease_sentence": self.disease_sentence, "models": provenance, "runtime": self.runtime}  # fmt: skip
         return outputs.png(self.pixels, meta)
 
 
@@ -156,15 +158,17 @@ def _sd_vae_folder(autoencoder: AutoencoderConfig) -> Path:
 class Generator:
     """Loads a generator bundle once; turns reports and seeds into images (the three parts in one process)."""
 
-    def __init__(self, folder: str | Path, threads: int | None = None) -> None:
+    def __init__(self, folder: str | Path, threads: int | None = None, precision: str | None = None) -> None:
+        """``precision``: auto/fp32/bf16 for the denoiser and decoder; None takes the bundle's default (auto)."""
         if threads:
             torch.set_num_threads(threads)
         self.folder = Path(folder)
         self.spec = read_bundle_spec(folder)
         self.text = TextPart(folder)
-        self.denoiser = DenoiserPart(folder)
-        self.decoder = DecoderPart(folder)
+        self.denoiser = DenoiserPart(folder, precision)
+        self.decoder = DecoderPart(folder, self.denoiser.precision)
         self.sampling = self.denoiser.sampling
+        self.precision = self.denoiser.precision
 
     @property
     def has_adapter(self) -> bool:
@@ -196,6 +200,7 @@ class Generator:
             if not isinstance(seed, int | np.integer) or isinstance(seed, bool) or not 0 <= int(seed) < 2**63:
                 raise DataError(f"seed: row {i}: must be an integer in [0, 2**63), got {seed!r}")
         texts = self.text.run(reports, sentences)
+        runtime = runtime_record(self.precision)
         out: list[GeneratedImage] = []
         for start in range(0, len(texts), batch_size):
             part = texts[start : start + batch_size]
@@ -210,7 +215,7 @@ class Generator:
             )
             pixels = to_uint8(self.decoder.decode(latents))
             out += [
-                GeneratedImage(p, s, t.disease_sentence, steps, float(guidance))
+                GeneratedImage(p, s, t.disease_sentence, steps, float(guidance), runtime)
                 for p, s, t in zip(pixels, seeds_part, part, strict=True)
             ]
         return out
@@ -228,7 +233,7 @@ class GeneratorPyfunc(mlflow.pyfunc.PythonModel):
 
     def predict(self, context, model_input, params=None):  # noqa: ANN001, ANN201 - typed hints make MLflow validate
         """``model_input``: DataFrame with ``report`` and ``seed`` (optional ``steps``, ``guidance``,
-        ``disease_sentence``). Returns a DataFrame: seed, disease_sentence, steps, guidance, png (bytes)."""
+        ``disease_sentence``). Returns a DataFrame: seed, disease_sentence, steps, guidance, precision, png (bytes)."""
         import pandas as pd
 
         frame = pd.DataFrame(model_input)
@@ -252,6 +257,7 @@ class GeneratorPyfunc(mlflow.pyfunc.PythonModel):
                     "disease_sentence": img.disease_sentence,
                     "steps": img.steps,
                     "guidance": img.guidance,
+                    "precision": img.runtime["precision"],
                     "png": img.png(provenance),
                 }
                 for i, img in zip(part.index, images, strict=True)

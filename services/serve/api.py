@@ -63,6 +63,10 @@ class ImageOut(BaseModel):
     content_type: str
     sha256: str
     data: str = Field(description="Base64 of the file (PNG, DICOM or .npy).")
+    precision: str = Field(description="Number format the denoiser ran in: fp32 or bf16 (diffcxr.precision).")
+    runtime: dict[str, Any] = Field(
+        description="What the exact pixels depend on besides the request and model: precision, threads, isa."
+    )
 
 
 class ModelsOut(BaseModel):

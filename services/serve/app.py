@@ -56,7 +56,8 @@ def build_app(args: dict[str, Any] | ServeConfig | None = None) -> Application:
     cfg = args if isinstance(args, ServeConfig) else ServeConfig.from_dict(args)
     model = resolve(cfg.model, cfg.tracking_uri)
     log.info("serving generator %s (from %s)", model.label, cfg.model)
-    shared = {"model": dataclasses.asdict(model), "tracking_uri": cfg.tracking_uri, "model_cache": cfg.model_cache}
+    shared = {"model": dataclasses.asdict(model), "tracking_uri": cfg.tracking_uri, "model_cache": cfg.model_cache,
+              "precision": cfg.precision}  # fmt: skip
     text = TextDeployment.options(**_options("text", cfg.text, shared)).bind(threads=cfg.text.threads)
     denoiser = DenoiserDeployment.options(**_options("denoiser", cfg.denoiser, shared)).bind(
         threads=cfg.denoiser.threads

@@ -86,6 +86,11 @@ class ServeConfig(_Section):
     ingress: DeploymentSettings = DeploymentSettings(num_cpus=0.1, max_batch_size=1, max_ongoing_requests=256)
     limits: LimitsConfig = LimitsConfig()
     auth: AuthConfig = AuthConfig()
+    precision: Literal["auto", "fp32", "bf16"] | None = Field(
+        None,
+        description="Number format of the denoiser and decoder (diffcxr.precision); null: the bundle's "
+        "sampling.precision (auto: bf16 only where the hardware has it and the quality check allowed it).",
+    )
     default_steps: int | None = Field(None, ge=STEPS_RANGE[0], le=STEPS_RANGE[1], description="null: the bundle's.")
     default_guidance: float | None = Field(
         None, ge=GUIDANCE_RANGE[0], le=GUIDANCE_RANGE[1], description="null: the bundle's."

@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 from ray import serve
 
+from diffcxr.precision import runtime_record
 from services.serve.models import ModelVersion, local_folder
 
 log = logging.getLogger("ray.serve.diffcxr")
@@ -88,6 +89,7 @@ class _ModelDeployment:
         _threads(threads)
         self.tracking_uri: str | None = None
         self.model_cache: str | None = None
+        self.precision: str | None = None
         self._versions: dict[str, ModelVersion] = {}  # label → version: where the multiplexer loads it from
         self._loaded: dict[str, None] = {}  # loaded labels, most recently used last (dicts keep order)
 
@@ -95,6 +97,7 @@ class _ModelDeployment:
         """Called by Serve at start and on every config change: batching, then load the pinned version (so
         health says loaded before the first request)."""
         self.tracking_uri, self.model_cache = config.get("tracking_uri"), config.get("model_cache")
+        self.precision = config.get("precision")
         for name in self.batched:
             method = getattr(self, name)
             method.set_max_batch_size(int(config.get("max_batch_size", 8)))
@@ -116,7 +119,7 @@ class _ModelDeployment:
         model = self._versions[label]
         log.info("loading generator %s", label)
         folder = await asyncio.to_thread(local_folder, model, self.tracking_uri, self.model_cache)
-        part = await asyncio.to_thread(type(self).part_factory, folder)
+        part = await asyncio.to_thread(type(self).part_factory, folder, self.precision)
         return _LoadedPart(label, part, self._unloaded)
 
     def _unloaded(self, label: str) -> None:
@@ -128,22 +131,22 @@ class _ModelDeployment:
         return {"current": loaded[-1] if loaded else None, "loaded": loaded}
 
 
-def _text_part(folder: Any) -> Any:
+def _text_part(folder: Any, precision: str | None) -> Any:
     from services.text import TextPart
 
-    return TextPart(folder)
+    return TextPart(folder)  # the text encoder runs fp32 everywhere: a small share of the time
 
 
-def _denoiser_part(folder: Any) -> Any:
+def _denoiser_part(folder: Any, precision: str | None) -> Any:
     from services.diffusion import DenoiserPart
 
-    return DenoiserPart(folder)
+    return DenoiserPart(folder, precision)
 
 
-def _decoder_part(folder: Any) -> Any:
+def _decoder_part(folder: Any, precision: str | None) -> Any:
     from services.diffusion import DecoderPart
 
-    return DecoderPart(folder)
+    return DecoderPart(folder, precision)
 
 
 @serve.deployment
@@ -208,8 +211,10 @@ class DenoiserDeployment(_ModelDeployment):
                 [jobs[i].seed for i in idx], steps, guidance,
             )  # fmt: skip
             ms = (time.perf_counter() - start) * 1000
+            runtime = runtime_record(part.precision)
             for i, lat in zip(idx, latents, strict=True):
-                out[i] = {"model": jobs[i].model, "latent": lat, "served_by": label, "ms": ms, "batch": len(idx)}
+                out[i] = {"model": jobs[i].model, "latent": lat, "served_by": label, "ms": ms, "batch": len(idx),
+                          "runtime": runtime}  # fmt: skip
         return out
 
 
@@ -226,9 +231,13 @@ class DecoderDeployment(_ModelDeployment):
         for item in items:
             part = await self.part(item["model"])
             image = part.decode(item["latent"][None])[0]
+            runtime = dict(item["runtime"])
+            if part.precision != runtime["precision"]:  # nodes whose hardware differs, with precision auto
+                runtime["decoder_precision"] = part.precision
             out.append(
                 {
                     "image": image,
+                    "runtime": runtime,
                     "served_by": {"denoiser": item["served_by"], "decoder": item["model"].label},
                     "ms": {"denoise": item["ms"], "decode": 0.0},
                     "batch": {"denoise": item["batch"], "decode": len(items)},

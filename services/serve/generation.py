@@ -80,10 +80,12 @@ class Graph:
         tally = _Tally(text)
         async with aclosing(self._images(jobs)) as finished:
             async for i, done, result in finished:
-                data = outputs.encode(result["image"], req.format, req.bit_depth, {**meta, "seed": seeds[i]})
+                image_meta = {**meta, "seed": seeds[i], "runtime": result["runtime"]}
+                data = outputs.encode(result["image"], req.format, req.bit_depth, image_meta)
                 tally.add(result)
                 images[i] = {"seed": seeds[i], "content_type": outputs.CONTENT_TYPES[req.format],
-                             "sha256": hashlib.sha256(data).hexdigest(), "bytes": data}  # fmt: skip
+                             "sha256": hashlib.sha256(data).hexdigest(), "bytes": data,
+                             "precision": result["runtime"]["precision"], "runtime": result["runtime"]}  # fmt: skip
                 yield {"event": "image", "index": i, "done": done, "total": len(jobs), "image": images[i]}
         tally.timings["total"] = (time.perf_counter() - start) * 1000
         yield {

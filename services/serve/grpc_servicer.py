@@ -65,7 +65,8 @@ def to_message(pb2: Any, request_id: str, response: dict[str, Any]) -> Any:
     return pb2.GenerateResponse(
         request_id=request_id, synthetic=True,
         images=[pb2.Image(seed=im["seed"], content_type=im["content_type"], data=im["bytes"],
-                          sha256=im["sha256"]) for im in response["images"]],  # fmt: skip
+                          sha256=im["sha256"], precision=im["precision"])
+                for im in response["images"]],  # fmt: skip
         labels={k: float(v) for k, v in response["labels"].items() if v is not None},
         disease_sentence=response["disease_sentence"], unconditional=response["unconditional"],
         warnings=response["warnings"], steps=response["steps"], guidance=response["guidance"],

@@ -150,7 +150,8 @@ def render(response: dict[str, Any], accept: str, req: Any) -> Response:
         return Response(outputs.zip_bundle(files, meta), media_type="application/zip", headers=headers)
     wanted = outputs.CONTENT_TYPES[req.format]
     if len(images) == 1 and wanted in accept and "application/json" not in accept:
-        headers.update({"X-Diffcxr-Seed": str(images[0]["seed"]), "X-Diffcxr-Sha256": images[0]["sha256"]})
+        headers.update({"X-Diffcxr-Seed": str(images[0]["seed"]), "X-Diffcxr-Sha256": images[0]["sha256"],
+                        "X-Diffcxr-Precision": images[0]["precision"]})  # fmt: skip
         return Response(images[0]["bytes"], media_type=wanted, headers=headers)
     return JSONResponse(jsonable(response), headers=headers)
 
