@@ -62,7 +62,7 @@ from diffusion_flops import (  # noqa: E402
 
 from diffcxr.config import load_config  # noqa: E402
 from diffcxr.contracts import outputs  # noqa: E402
-from diffcxr.precision import DTYPES, resolve_precision  # noqa: E402
+from diffcxr.precision import DTYPES, native_bf16, resolve_precision  # noqa: E402
 from services.diffusion.flops import full_flops  # noqa: E402
 from services.diffusion.generator import Generator, build_initial_bundle  # noqa: E402
 from services.diffusion.sampling import sample_latents  # noqa: E402
@@ -225,8 +225,7 @@ def utilisation_and_profile(side: DiffCXRSide, batch: int, steps: int) -> dict[s
     t = torch.full((b,), 500, dtype=torch.long)
     ctx = torch.randn(b, cfg.context_tokens, cfg.context_dim, dtype=dtype)
     args = (x, t, ctx, ctx) if part.has_adapter else (x, t, ctx)
-    flops = full_flops(model, *[a.float() if a.is_floating_point() else a for a in args]) if dtype != torch.float32 \
-        else full_flops(model, *args)  # fmt: skip
+    flops = full_flops(model, *args)
     with torch.inference_mode():
         model(*args)
         times = []
@@ -267,6 +266,21 @@ def utilisation_and_profile(side: DiffCXRSide, batch: int, steps: int) -> dict[s
     }  # fmt: skip
 
 
+def bf16_probe() -> dict[str, Any]:
+    """One 1024³ matmul in fp32 and bf16 (median of 3): why ``auto`` picks what it picks on this machine."""
+    rates = {}
+    for name, dtype in DTYPES.items():
+        a, b = torch.randn(1024, 1024, dtype=dtype), torch.randn(1024, 1024, dtype=dtype)
+        a @ b
+        times = []
+        for _ in range(3):
+            t0 = time.perf_counter()
+            a @ b
+            times.append(time.perf_counter() - t0)
+        rates[name] = round(2 * 1024**3 / statistics.median(times) / 1e9, 2)
+    return {"native_bf16": native_bf16(), "matmul_1024_gflops_per_s": rates}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cells", action="append", default=None, metavar="BxS",
@@ -298,6 +312,7 @@ def main() -> None:
         record["setup"] = {
             "plan": [{"cell": f"{b}x{s}", "rounds": r} for (b, s), r in plan], "guidance": GUIDANCE,
             "auto_precision_here": resolve_precision("auto"),
+            "bf16_probe": bf16_probe(),
             "diffcxr": {"uvit": ours[0].generator.spec["uvit"]["config"], "weights": "random init (timing only)",
                         "autoencoder": ours[0].generator.spec["autoencoder"]["id"],
                         "latent_shape": ours[0].generator.spec["autoencoder"]["latent_shape"]},
@@ -309,7 +324,7 @@ def main() -> None:
                                           if args.quick else None), "generation_speed")  # fmt: skip
         if not args.no_utilisation:
             record["utilisation"] = {s.name: utilisation_and_profile(s, 8 if not args.quick else 2, 3 if args.quick
-                                                                     else 20) for s in ours}  # fmt: skip
+                                                                     else 5) for s in ours}  # fmt: skip
     record["load_average_end"] = list(__import__("os").getloadavg())
     record["seconds_total"] = round(time.perf_counter() - started, 1)
     path = write_result(record, args.out or (Path(tempfile.gettempdir()) / "generation_speed_quick.json"

@@ -23,6 +23,12 @@ the paper-size model trains and samples on real hardware:
    timing. At the TAEF2 latent the TAEF2 decode is timed too (pretrained weights
    if ``../shared/weights/taef2`` is there, else random init: same cost).
    All denoiser weights are random (timing only).
+4. The RoentGen-like side beside it: the SD 1.5 UNet (4×32×32, 768-d context) and the SD VAE decoder, bf16,
+   the same sampler and guidance, batch 1 / 8 / 64, the first ``--steps`` (20), end to end.
+5. The Serve run at concurrency 64 is *not* made here: the serving stack needs ray[serve], pydantic,
+   fastapi and MLflow, which the device image lacks and cannot install (no network; carried files ≤ 64 MiB).
+   The record says so (``serve``); ``benchmarks/serving_load.py --levels 1 16 64`` is the run for a GPU
+   host with the project installed.
 
 Results go to ``$OUT/gpu_check_<date>.json`` (when ``$OUT`` is set) and
 ``benchmarks/results/gpu_check_<date>.json``, rewritten after every measurement
@@ -199,7 +205,7 @@ def serve_note() -> dict[str, Any]:
     if missing:
         return {"measured": False, "reason": f"not importable on this machine: {', '.join(missing)}",
                 "instead": "benchmarks/serving_load.py on a GPU host with the project installed"}  # fmt: skip
-    return {"measured": False, "reason": "run benchmarks/serving_load.py --concurrency 64 on this host"}
+    return {"measured": False, "reason": "run benchmarks/serving_load.py --levels 1 16 64 on this host"}
 
 
 def main() -> None:

@@ -28,7 +28,7 @@ PRECISION_SETTINGS: tuple[str, ...] = ("auto", "fp32", "bf16")
 DTYPES: dict[str, torch.dtype] = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
 #: Whether ``auto`` uses bf16 where the hardware has it. Set by the measured quality check on the ``small``
-#: generator (mAUC within 0.01 and domain FID within 5 % of fp32 on the same seeds); see docs/PRECISION.md.
+#: generator (mAUC within 0.01 and domain FID within 5 % of fp32 on the same seeds); docs/DIFFUSION.md, *Precision*.
 AUTO_BF16 = False
 
 

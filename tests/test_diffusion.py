@@ -320,6 +320,7 @@ def test_two_stage_training_crash_resume_registry_and_seeded_generation(
     pyfunc = mlflow.pyfunc.load_model(f"models:/diffcxr-generator@{cfg.tracking.candidate_alias}")
     frame = pyfunc.predict(pd.DataFrame({"report": reports, "seed": [7, 7]}))
     assert list(frame["disease_sentence"]) == ["There is pleural effusion.", "There is no finding."]
+    assert list(frame["precision"]) == [local.precision] * 2  # the row says which number format drew it
     again = local.generate(reports, [7, 7])
     for png, image in zip(frame["png"], again, strict=True):
         decoded = Image.open(io.BytesIO(png))
@@ -348,6 +349,9 @@ def test_generate_cli_is_seeded_and_rejects_bad_settings(upstream: str, tmp_path
     assert json.loads(res.stdout)[0]["disease_sentence"] == "There is cardiomegaly."
     assert np.array_equal(np.asarray(Image.open(a)), np.asarray(Image.open(b)))
     assert Image.open(a).text["diffcxr.synthetic"] == "true"
+    assert Image.open(a).text["diffcxr.precision"] == json.loads(res.stdout)[0]["precision"] in ("fp32", "bf16")
+    res = subprocess.run([*run, "--precision", "fp16", "--out", str(a)], capture_output=True, text=True, timeout=300)
+    assert res.returncode == 2 and "--precision: invalid choice: 'fp16'" in res.stderr
     res = subprocess.run([*run, "--guidance", "99", "--out", str(a)], capture_output=True, text=True, timeout=300)
     assert res.returncode == 2 and "guidance: must be a number in [0.0, 30.0], got 99.0" in res.stderr
     assert "Traceback" not in res.stderr
