@@ -37,6 +37,7 @@ Writes ``benchmarks/results/generation_speed_<date>.json`` (``--quick``: ``/tmp`
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import tempfile
@@ -50,6 +51,7 @@ from diffcxr.env import apply_defaults  # noqa: E402
 
 apply_defaults()
 
+import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from diffusion_flops import (  # noqa: E402
     QUICK_UNET_CONFIG,
@@ -187,19 +189,22 @@ def time_cells(sides: list[Any], plan: list[tuple[tuple[int, int], int]]) -> dic
     return out
 
 
+def gemm_rate(m: int, k: int, n: int, dtype: torch.dtype, repeats: int) -> float:
+    """GFLOP/s of one (m×k)·(k×n) matmul in ``dtype``: the median of ``repeats`` after one warm-up."""
+    a, b = torch.randn(m, k, dtype=dtype), torch.randn(k, n, dtype=dtype)
+    a @ b
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        a @ b
+        times.append(time.perf_counter() - t0)
+    return round(2 * m * k * n / statistics.median(times) / 1e9, 2)
+
+
 def gemm_ceiling(dtype: torch.dtype, tokens: int, dim: int, repeats: int = 5) -> dict[str, Any]:
     """Best GFLOP/s of three GEMMs in ``dtype``: the MLP's up-projection, its down-projection, square 2048."""
     shapes = {"mlp_up": (tokens, dim, 4 * dim), "mlp_down": (tokens, 4 * dim, dim), "square_2048": (2048,) * 3}
-    rates = {}
-    for name, (m, k, n) in shapes.items():
-        a, b = torch.randn(m, k, dtype=dtype), torch.randn(k, n, dtype=dtype)
-        a @ b
-        times = []
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            a @ b
-            times.append(time.perf_counter() - t0)
-        rates[name] = round(2 * m * k * n / statistics.median(times) / 1e9, 2)
+    rates = {name: gemm_rate(*shape, dtype, repeats) for name, shape in shapes.items()}
     return {"gflops_per_s": rates, "ceiling_gflops_per_s": max(rates.values())}
 
 
@@ -219,7 +224,7 @@ def utilisation_and_profile(side: DiffCXRSide, batch: int, steps: int) -> dict[s
 
     part = side.generator.denoiser
     model, dtype = part.model, DTYPES[part.precision]
-    cfg = model.uvit.config if hasattr(model, "uvit") else model.config
+    cfg = model.config  # a bare U-ViT and the adapted one both carry it
     b = 2 * batch  # cond + uncond
     x = torch.randn(b, *cfg.latent_shape, dtype=dtype)
     t = torch.full((b,), 500, dtype=torch.long)
@@ -249,8 +254,6 @@ def utilisation_and_profile(side: DiffCXRSide, batch: int, steps: int) -> dict[s
     # the sampler's own time: a real run's wall time minus its forwards
     reports, seeds = (REPORTS * 8)[:batch], list(range(batch))
     texts = side.generator.text.run(reports)
-    import numpy as np
-
     t0 = time.perf_counter()
     part.sample(np.stack([r.context for r in texts]), np.stack([r.hint for r in texts]) if part.has_adapter else None,
                 side.generator.text.uncond.numpy(), seeds, steps, GUIDANCE)  # fmt: skip
@@ -268,16 +271,7 @@ def utilisation_and_profile(side: DiffCXRSide, batch: int, steps: int) -> dict[s
 
 def bf16_probe() -> dict[str, Any]:
     """One 1024³ matmul in fp32 and bf16 (median of 3): why ``auto`` picks what it picks on this machine."""
-    rates = {}
-    for name, dtype in DTYPES.items():
-        a, b = torch.randn(1024, 1024, dtype=dtype), torch.randn(1024, 1024, dtype=dtype)
-        a @ b
-        times = []
-        for _ in range(3):
-            t0 = time.perf_counter()
-            a @ b
-            times.append(time.perf_counter() - t0)
-        rates[name] = round(2 * 1024**3 / statistics.median(times) / 1e9, 2)
+    rates = {name: gemm_rate(1024, 1024, 1024, dtype, 3) for name, dtype in DTYPES.items()}
     return {"native_bf16": native_bf16(), "matmul_1024_gflops_per_s": rates}
 
 
@@ -325,7 +319,7 @@ def main() -> None:
         if not args.no_utilisation:
             record["utilisation"] = {s.name: utilisation_and_profile(s, 8 if not args.quick else 2, 3 if args.quick
                                                                      else 5) for s in ours}  # fmt: skip
-    record["load_average_end"] = list(__import__("os").getloadavg())
+    record["load_average_end"] = list(os.getloadavg())
     record["seconds_total"] = round(time.perf_counter() - started, 1)
     path = write_result(record, args.out or (Path(tempfile.gettempdir()) / "generation_speed_quick.json"
                                              if args.quick else None), "generation_speed")  # fmt: skip
