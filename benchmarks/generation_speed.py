@@ -241,8 +241,8 @@ def utilisation_and_profile(side: DiffCXRSide, batch: int, steps: int) -> dict[s
         forward_s = statistics.median(times)
         with profile(activities=[ProfilerActivity.CPU]) as prof:
             model(*args)
-    tokens = b * (1 + cfg.context_tokens + cfg.num_patches)
-    ceiling = gemm_ceiling(dtype, tokens, cfg.embed_dim)
+    seq = 1 + cfg.context_tokens + cfg.num_patches
+    ceiling = gemm_ceiling(dtype, b * seq, cfg.embed_dim)
     achieved = flops / forward_s / 1e9
     groups = dict.fromkeys([*PROFILE_GROUPS, "other"], 0.0)
     for event in prof.key_averages():
@@ -264,8 +264,74 @@ def utilisation_and_profile(side: DiffCXRSide, batch: int, steps: int) -> dict[s
         "achieved_gflops_per_s": round(achieved, 2), **ceiling,
         "utilisation": round(achieved / ceiling["ceiling_gflops_per_s"], 3),
         "profile_share_of_forward": {g: round(s / total, 3) for g, s in groups.items()},
+        "attention_kernels": attention_probe(b, seq, cfg.num_heads, cfg.embed_dim // cfg.num_heads, dtype),
         "sampler": {"steps": steps, "wall_s": round(sample_s, 3), "forwards_s": round(steps * forward_s, 3),
                     "scheduler_and_python_share": round(max(0.0, sample_s - steps * forward_s) / sample_s, 3)},
+    }  # fmt: skip
+
+
+def attention_probe(b: int, tokens: int, heads: int, head_dim: int, dtype: torch.dtype) -> dict[str, Any]:
+    """The U-ViT's attention at its shape, as it runs (fused SDPA on the qkv projection's strided views) and
+    as plain ``bmm`` + softmax: where the fused CPU kernel is slower than the GEMMs around it."""
+    import torch.nn.functional as F
+
+    torch.manual_seed(0)
+    q, k, v = torch.randn(b, tokens, 3, heads, head_dim, dtype=dtype).permute(2, 0, 3, 1, 4)
+    flops = 4 * b * heads * tokens * tokens * head_dim
+
+    def unfused() -> torch.Tensor:
+        qc, kc, vc = (a.reshape(b * heads, tokens, head_dim) for a in (q * head_dim**-0.5, k, v))
+        return torch.bmm(torch.bmm(qc, kc.transpose(1, 2)).softmax(-1), vc)
+
+    rates = {}
+    with torch.inference_mode():
+        for name, fn in {"sdpa": lambda: F.scaled_dot_product_attention(q, k, v), "bmm_softmax": unfused}.items():
+            fn()
+            times = []
+            for _ in range(5):
+                t0 = time.perf_counter()
+                fn()
+                times.append(time.perf_counter() - t0)
+            rates[name] = {"ms": round(1e3 * statistics.median(times), 2),
+                           "gflops_per_s": round(flops / statistics.median(times) / 1e9, 1)}  # fmt: skip
+    return {"shape_b_h_n_d": [b, heads, tokens, head_dim], **rates}
+
+
+def compile_probe(side: DiffCXRSide, batch: int, repeats: int = 5) -> dict[str, Any]:
+    """Whether ``torch.compile`` (inductor) pays for the denoiser: the forward of a guided batch eager and
+    compiled (median of ``repeats`` after warm-up), the one-off compile time, and how far the outputs differ."""
+    part = side.generator.denoiser
+    model, dtype = part.model, DTYPES[part.precision]
+    cfg = model.config
+    b = 2 * batch
+    torch.manual_seed(0)
+    x = torch.randn(b, *cfg.latent_shape, dtype=dtype)
+    t = torch.full((b,), 500, dtype=torch.long)
+    ctx = torch.randn(b, cfg.context_tokens, cfg.context_dim, dtype=dtype)
+    args = (x, t, ctx, ctx) if part.has_adapter else (x, t, ctx)
+
+    def median_forward(fn: Any) -> tuple[float, torch.Tensor]:
+        out = fn(*args)
+        times = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            fn(*args)
+            times.append(time.perf_counter() - t0)
+        return statistics.median(times), out
+
+    with torch.inference_mode():
+        eager_s, eager_out = median_forward(model)
+        compiled = torch.compile(model)
+        t0 = time.perf_counter()
+        compiled(*args)
+        compile_s = time.perf_counter() - t0
+        compiled_s, compiled_out = median_forward(compiled)
+    diff = (compiled_out.float() - eager_out.float()).abs()
+    return {
+        "precision": part.precision, "forward_batch": b, "eager_s_median": round(eager_s, 4),
+        "compiled_s_median": round(compiled_s, 4), "speedup": round(eager_s / compiled_s, 3),
+        "first_call_compile_s": round(compile_s, 1), "max_abs_diff_vs_eager": float(diff.max()),
+        "mean_abs_diff_vs_eager": float(diff.mean()),
     }  # fmt: skip
 
 
@@ -285,6 +351,8 @@ def main() -> None:
     parser.add_argument("--precision", nargs="+", default=["fp32", "auto"], help="Diff-CXR precisions to time")
     parser.add_argument("--baseline-precision", default="fp32", choices=("fp32", "bf16"))
     parser.add_argument("--no-utilisation", action="store_true", help="skip the FLOP/s, ceiling and profile part")
+    parser.add_argument("--try-compile", action="store_true",
+                        help="also time the denoiser forward under torch.compile against eager (batch 8)")  # fmt: skip
     parser.add_argument("--bundle", help="a generator bundle to time instead of the paper-size one built here")
     parser.add_argument("--quick", action="store_true", help="tiny stand-ins: checks the script in seconds")
     parser.add_argument("--out", type=Path)
@@ -319,6 +387,8 @@ def main() -> None:
         if not args.no_utilisation:
             record["utilisation"] = {s.name: utilisation_and_profile(s, 8 if not args.quick else 2, 3 if args.quick
                                                                      else 5) for s in ours}  # fmt: skip
+        if args.try_compile:
+            record["torch_compile"] = {s.name: compile_probe(s, 8 if not args.quick else 2) for s in ours}
     record["load_average_end"] = list(os.getloadavg())
     record["seconds_total"] = round(time.perf_counter() - started, 1)
     path = write_result(record, args.out or (Path(tempfile.gettempdir()) / "generation_speed_quick.json"

@@ -11,7 +11,13 @@ Goals (issue #8): at concurrency 16 batching beats no batching in throughput
 (about 1.3x on a 2-core CPU, >= 4x on a GPU) and p99 <= 3x p50.
 
     .venv/bin/python benchmarks/serving_load.py                      # trained tiny generator if present
+    .venv/bin/python benchmarks/serving_load.py --profile small --tag small   # var/runs/small's, else an init one
     .venv/bin/python benchmarks/serving_load.py --model var/runs/small-bench/diffusion/generator --tag small
+
+Without ``--model`` the profile's trained generator (``var/runs/<profile>/diffusion/generator``) is used
+when present, else a bundle of the profile's architecture with initial weights (``build_initial_bundle``):
+the time of a request depends on the architecture, sizes and steps, not on the weight values, so the
+speed is the same; the results file says which (``model.weights``).
 
 Writes ``benchmarks/results/serving_load[_TAG]_<date>.json``. Do not run next
 to the test suite or another Ray cluster: both compete for the same 2 cores.
@@ -56,14 +62,16 @@ REPORTS = [
 ]
 
 
-def default_model() -> str:
-    trained = REPO / "var/runs/tiny/diffusion/generator"  # README command 1's run
+def default_model(profile: str) -> tuple[str, str]:
+    """(bundle folder, "trained" | "initial") for ``profile``: its trained generator if a run left one."""
+    trained = REPO / f"var/runs/{profile}/diffusion/generator"  # README command 1's run for tiny
     if (trained / "generator.json").is_file():
-        return str(trained)
+        return str(trained), "trained"
     from diffcxr.config import load_config
     from services.diffusion.generator import build_initial_bundle
 
-    return str(build_initial_bundle(load_config("tiny"), REPO / "var/bench/serve-init-bundle"))
+    folder = REPO / f"var/bench/serve-init-bundle-{profile}"
+    return str(build_initial_bundle(load_config(profile), folder)), "initial (random init; timing only)"
 
 
 def start_server(config: dict[str, Any], tmp: Path) -> tuple[subprocess.Popen, str, float, float]:
@@ -165,7 +173,9 @@ def drive(url: str, concurrency: int, requests_n: int, time_cap_s: float, steps:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", help="generator bundle folder or models:/ ref (default: trained tiny, else init)")
+    parser.add_argument("--model", help="generator bundle folder or models:/ ref (default: see --profile)")
+    parser.add_argument("--profile", default="tiny", help="without --model: this profile's trained generator, "
+                        "else one of its architecture with initial weights (default tiny)")  # fmt: skip
     parser.add_argument("--levels", type=int, nargs="+", default=[1, 4, 16])
     parser.add_argument("--requests", type=int, default=64, help="requests per concurrency level (warm-up excluded)")
     parser.add_argument("--time-cap", type=float, default=180.0, help="seconds per level at most")
@@ -178,7 +188,7 @@ def main() -> None:
 
     from diffusion_flops import machine_info
 
-    model = args.model or default_model()
+    model, weights = (args.model, "as given") if args.model else default_model(args.profile)
     runs = []
     for batching in (True, False):
         size = args.max_batch if batching else 1
@@ -217,6 +227,7 @@ def main() -> None:
         "machine": machine_info(),
         "model": {
             "ref": model,
+            "weights": weights,
             "version": info["model"],
             "parts": info["parts"],
             "defaults": info["defaults"],
