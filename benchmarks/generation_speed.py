@@ -28,8 +28,10 @@ side order alternating by round, so drift of the machine hits both sides alike. 
 Also measured in the same run, for Diff-CXR at batch 8 (a forward of 16 with guidance):
 **utilisation** = the denoiser's achieved FLOP/s (``torch.utils.flop_counter`` FLOPs of one forward over
 its median time) over the matmul ceiling of the same precision and thread count (the best of three GEMMs,
-one the size of the model's MLP); and a **profile** of where a sampler step goes (Linear matmuls,
-attention, layer norms, element-wise, the scheduler and Python between forwards).
+one the size of the model's MLP); a **profile** of where a sampler step goes (Linear matmuls,
+attention, layer norms, element-wise, the scheduler and Python between forwards); and the attention at the
+model's shape as fused SDPA and as ``bmm`` + softmax. ``--try-compile`` adds the same forward under
+``torch.compile`` against eager.
 
 Writes ``benchmarks/results/generation_speed_<date>.json`` (``--quick``: ``/tmp``; ``--out`` overrides).
 """
