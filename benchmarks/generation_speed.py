@@ -220,6 +220,27 @@ PROFILE_GROUPS = {
 }
 
 
+def guided_forward_args(part: Any, b: int) -> tuple[torch.Tensor, ...]:
+    """Seeded inputs of one denoiser forward of ``b`` rows (a guided batch of b/2 images) in its precision."""
+    cfg, dtype = part.model.config, DTYPES[part.precision]
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(b, *cfg.latent_shape, dtype=dtype, generator=gen)
+    t = torch.full((b,), 500, dtype=torch.long)
+    ctx = torch.randn(b, cfg.context_tokens, cfg.context_dim, dtype=dtype, generator=gen)
+    return (x, t, ctx, ctx) if part.has_adapter else (x, t, ctx)
+
+
+def median_forward(fn: Any, args: tuple[torch.Tensor, ...], repeats: int) -> tuple[float, torch.Tensor]:
+    """(median seconds of ``repeats`` calls after one warm-up, the warm-up's output)."""
+    out = fn(*args)
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn(*args)
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times), out
+
+
 def utilisation_and_profile(side: DiffCXRSide, batch: int, steps: int) -> dict[str, Any]:
     """Achieved FLOP/s of the denoiser against the GEMM ceiling, and where a sampler step's time goes."""
     from torch.profiler import ProfilerActivity, profile
@@ -228,19 +249,10 @@ def utilisation_and_profile(side: DiffCXRSide, batch: int, steps: int) -> dict[s
     model, dtype = part.model, DTYPES[part.precision]
     cfg = model.config  # a bare U-ViT and the adapted one both carry it
     b = 2 * batch  # cond + uncond
-    x = torch.randn(b, *cfg.latent_shape, dtype=dtype)
-    t = torch.full((b,), 500, dtype=torch.long)
-    ctx = torch.randn(b, cfg.context_tokens, cfg.context_dim, dtype=dtype)
-    args = (x, t, ctx, ctx) if part.has_adapter else (x, t, ctx)
+    args = guided_forward_args(part, b)
     flops = full_flops(model, *args)
     with torch.inference_mode():
-        model(*args)
-        times = []
-        for _ in range(5):
-            t0 = time.perf_counter()
-            model(*args)
-            times.append(time.perf_counter() - t0)
-        forward_s = statistics.median(times)
+        forward_s, _ = median_forward(model, args, 5)
         with profile(activities=[ProfilerActivity.CPU]) as prof:
             model(*args)
     seq = 1 + cfg.context_tokens + cfg.num_patches
@@ -288,14 +300,8 @@ def attention_probe(b: int, tokens: int, heads: int, head_dim: int, dtype: torch
     rates = {}
     with torch.inference_mode():
         for name, fn in {"sdpa": lambda: F.scaled_dot_product_attention(q, k, v), "bmm_softmax": unfused}.items():
-            fn()
-            times = []
-            for _ in range(5):
-                t0 = time.perf_counter()
-                fn()
-                times.append(time.perf_counter() - t0)
-            rates[name] = {"ms": round(1e3 * statistics.median(times), 2),
-                           "gflops_per_s": round(flops / statistics.median(times) / 1e9, 1)}  # fmt: skip
+            seconds, _ = median_forward(fn, (), 5)
+            rates[name] = {"ms": round(1e3 * seconds, 2), "gflops_per_s": round(flops / seconds / 1e9, 1)}
     return {"shape_b_h_n_d": [b, heads, tokens, head_dim], **rates}
 
 
@@ -303,31 +309,15 @@ def compile_probe(side: DiffCXRSide, batch: int, repeats: int = 5) -> dict[str, 
     """Whether ``torch.compile`` (inductor) pays for the denoiser: the forward of a guided batch eager and
     compiled (median of ``repeats`` after warm-up), the one-off compile time, and how far the outputs differ."""
     part = side.generator.denoiser
-    model, dtype = part.model, DTYPES[part.precision]
-    cfg = model.config
-    b = 2 * batch
-    torch.manual_seed(0)
-    x = torch.randn(b, *cfg.latent_shape, dtype=dtype)
-    t = torch.full((b,), 500, dtype=torch.long)
-    ctx = torch.randn(b, cfg.context_tokens, cfg.context_dim, dtype=dtype)
-    args = (x, t, ctx, ctx) if part.has_adapter else (x, t, ctx)
-
-    def median_forward(fn: Any) -> tuple[float, torch.Tensor]:
-        out = fn(*args)
-        times = []
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            fn(*args)
-            times.append(time.perf_counter() - t0)
-        return statistics.median(times), out
-
+    model, b = part.model, 2 * batch
+    args = guided_forward_args(part, b)
     with torch.inference_mode():
-        eager_s, eager_out = median_forward(model)
+        eager_s, eager_out = median_forward(model, args, repeats)
         compiled = torch.compile(model)
         t0 = time.perf_counter()
         compiled(*args)
         compile_s = time.perf_counter() - t0
-        compiled_s, compiled_out = median_forward(compiled)
+        compiled_s, compiled_out = median_forward(compiled, args, repeats)
     diff = (compiled_out.float() - eager_out.float()).abs()
     return {
         "precision": part.precision, "forward_batch": b, "eager_s_median": round(eager_s, 4),
