@@ -191,16 +191,22 @@ def time_cells(sides: list[Any], plan: list[tuple[tuple[int, int], int]]) -> dic
     return out
 
 
-def gemm_rate(m: int, k: int, n: int, dtype: torch.dtype, repeats: int) -> float:
-    """GFLOP/s of one (m×k)·(k×n) matmul in ``dtype``: the median of ``repeats`` after one warm-up."""
-    a, b = torch.randn(m, k, dtype=dtype), torch.randn(k, n, dtype=dtype)
-    a @ b
+def median_call(fn: Any, args: tuple[torch.Tensor, ...], repeats: int) -> tuple[float, torch.Tensor]:
+    """(median seconds of ``repeats`` calls after one warm-up, the warm-up's output)."""
+    out = fn(*args)
     times = []
     for _ in range(repeats):
         t0 = time.perf_counter()
-        a @ b
+        fn(*args)
         times.append(time.perf_counter() - t0)
-    return round(2 * m * k * n / statistics.median(times) / 1e9, 2)
+    return statistics.median(times), out
+
+
+def gemm_rate(m: int, k: int, n: int, dtype: torch.dtype, repeats: int) -> float:
+    """GFLOP/s of one (m×k)·(k×n) matmul in ``dtype``: the median of ``repeats`` after one warm-up."""
+    a, b = torch.randn(m, k, dtype=dtype), torch.randn(k, n, dtype=dtype)
+    seconds, _ = median_call(torch.matmul, (a, b), repeats)
+    return round(2 * m * k * n / seconds / 1e9, 2)
 
 
 def gemm_ceiling(dtype: torch.dtype, tokens: int, dim: int, repeats: int = 5) -> dict[str, Any]:
@@ -230,17 +236,6 @@ def guided_forward_args(part: Any, b: int) -> tuple[torch.Tensor, ...]:
     return (x, t, ctx, ctx) if part.has_adapter else (x, t, ctx)
 
 
-def median_forward(fn: Any, args: tuple[torch.Tensor, ...], repeats: int) -> tuple[float, torch.Tensor]:
-    """(median seconds of ``repeats`` calls after one warm-up, the warm-up's output)."""
-    out = fn(*args)
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn(*args)
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times), out
-
-
 def utilisation_and_profile(side: DiffCXRSide, batch: int, steps: int) -> dict[str, Any]:
     """Achieved FLOP/s of the denoiser against the GEMM ceiling, and where a sampler step's time goes."""
     from torch.profiler import ProfilerActivity, profile
@@ -252,7 +247,7 @@ def utilisation_and_profile(side: DiffCXRSide, batch: int, steps: int) -> dict[s
     args = guided_forward_args(part, b)
     flops = full_flops(model, *args)
     with torch.inference_mode():
-        forward_s, _ = median_forward(model, args, 5)
+        forward_s, _ = median_call(model, args, 5)
         with profile(activities=[ProfilerActivity.CPU]) as prof:
             model(*args)
     seq = 1 + cfg.context_tokens + cfg.num_patches
@@ -300,7 +295,7 @@ def attention_probe(b: int, tokens: int, heads: int, head_dim: int, dtype: torch
     rates = {}
     with torch.inference_mode():
         for name, fn in {"sdpa": lambda: F.scaled_dot_product_attention(q, k, v), "bmm_softmax": unfused}.items():
-            seconds, _ = median_forward(fn, (), 5)
+            seconds, _ = median_call(fn, (), 5)
             rates[name] = {"ms": round(1e3 * seconds, 2), "gflops_per_s": round(flops / seconds / 1e9, 1)}
     return {"shape_b_h_n_d": [b, heads, tokens, head_dim], **rates}
 
@@ -312,12 +307,12 @@ def compile_probe(side: DiffCXRSide, batch: int, repeats: int = 5) -> dict[str, 
     model, b = part.model, 2 * batch
     args = guided_forward_args(part, b)
     with torch.inference_mode():
-        eager_s, eager_out = median_forward(model, args, repeats)
+        eager_s, eager_out = median_call(model, args, repeats)
         compiled = torch.compile(model)
         t0 = time.perf_counter()
         compiled(*args)
         compile_s = time.perf_counter() - t0
-        compiled_s, compiled_out = median_forward(compiled, args, repeats)
+        compiled_s, compiled_out = median_call(compiled, args, repeats)
     diff = (compiled_out.float() - eager_out.float()).abs()
     return {
         "precision": part.precision, "forward_batch": b, "eager_s_median": round(eager_s, 4),

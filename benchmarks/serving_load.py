@@ -63,7 +63,7 @@ REPORTS = [
 
 
 def default_model(profile: str) -> tuple[str, str]:
-    """(bundle folder, "trained" | "initial") for ``profile``: its trained generator if a run left one."""
+    """(bundle folder, what its weights are) for ``profile``: its trained generator if a run left one."""
     trained = REPO / f"var/runs/{profile}/diffusion/generator"  # README command 1's run for tiny
     if (trained / "generator.json").is_file():
         return str(trained), "trained"
